@@ -1,0 +1,99 @@
+"""API token minting and checking. Only this module knows the token format."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
+from accounts.models import DEFAULT_SCOPES, ApiToken
+
+PREFIX = "tsk_"
+LOOKUP_BYTES = 9
+LOOKUP_CHARS = 12  # token_urlsafe(9) is always 12 characters
+SECRET_BYTES = 32
+
+
+def pepper(pepper_id: str = "default") -> bytes:
+    """The server key that digests are keyed with.
+
+    ``TUNNELSITE_TOKEN_PEPPER`` when set, else derived from SECRET_KEY; the id
+    stored per token lets a rotated pepper keep old tokens verifiable.
+    """
+    configured = settings.TOKEN_PEPPER
+    base = configured if configured else f"tunnelsite-token-pepper:{settings.SECRET_KEY}"
+    return hashlib.sha256(f"{pepper_id}:{base}".encode()).digest()
+
+
+def digest(secret: str, pepper_id: str = "default") -> str:
+    return hmac.new(pepper(pepper_id), secret.encode(), hashlib.sha256).hexdigest()
+
+
+def split_raw(raw: str) -> tuple[str, str] | None:
+    """``tsk_<lookup>_<secret>`` → (lookup, secret); None when it is not one of ours."""
+    if not raw.startswith(PREFIX):
+        return None
+    # The lookup is url-safe base64 and may itself contain "_", so it is
+    # split off by its fixed length rather than at the first "_".
+    body = raw[len(PREFIX) :]
+    if len(body) < LOOKUP_CHARS + 2 or body[LOOKUP_CHARS] != "_":
+        return None
+    return body[:LOOKUP_CHARS], body[LOOKUP_CHARS + 1 :]
+
+
+def mint(
+    user,
+    *,
+    label: str = "",
+    scopes: list[str] | None = None,
+    kind: str = ApiToken.KIND_PRIVATE,
+    expires_in: int | None = None,
+) -> tuple[ApiToken, str]:
+    """Create a token; returns the row and the raw token, which is never stored."""
+    lookup = secrets.token_urlsafe(LOOKUP_BYTES)
+    secret = secrets.token_urlsafe(SECRET_BYTES)
+    expires_at = timezone.now() + timedelta(seconds=expires_in) if expires_in else None
+    token = ApiToken.objects.create(
+        user=user,
+        label=label,
+        kind=kind,
+        lookup=lookup,
+        digest=digest(secret),
+        scopes=list(DEFAULT_SCOPES if scopes is None else scopes),
+        expires_at=expires_at,
+    )
+    return token, f"{PREFIX}{lookup}_{secret}"
+
+
+def verify(raw: str) -> ApiToken | None:
+    """The usable token ``raw`` names, or None. Unknown and wrong look the same."""
+    parts = split_raw(raw)
+    if parts is None:
+        return None
+    lookup, secret = parts
+    token = ApiToken.objects.select_related("user").filter(lookup=lookup).first()
+    if token is None:
+        # Spend the same HMAC work as a real check so timing does not tell.
+        hmac.compare_digest(digest(secret), "0" * 64)
+        return None
+    if not hmac.compare_digest(digest(secret, token.pepper_id), token.digest):
+        return None
+    if not token.is_usable() or not token.user.is_active:
+        return None
+    return token
+
+
+LAST_USED_INTERVAL = timedelta(minutes=1)
+
+
+def touch(token: ApiToken) -> None:
+    """Record use at most once a minute per token (a write per request would hurt)."""
+    now = timezone.now()
+    if token.last_used_at and now - token.last_used_at < LAST_USED_INTERVAL:
+        return
+    ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+    token.last_used_at = now

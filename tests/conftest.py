@@ -1,0 +1,76 @@
+"""Shared fixtures: users (owner / other / staff), tokens, a data dir per test,
+and a real sshd on loopback for end-to-end tests."""
+
+from __future__ import annotations
+
+import pytest
+from rest_framework.test import APIClient
+
+from accounts import tokens
+from accounts.models import DEFAULT_SCOPES
+from tests import sshd as sshd_mod
+from tests.procs import kill_group
+
+
+@pytest.fixture(autouse=True)
+def data_dir(settings, tmp_path):
+    """Each test gets its own data dir (backups, logs, keys)."""
+    path = tmp_path / "data"
+    path.mkdir()
+    settings.DATA_DIR = path
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _fast_hashing(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def owner(django_user_model):
+    return django_user_model.objects.create_user("alice", password="alice-pass-123")
+
+
+@pytest.fixture
+def other(django_user_model):
+    return django_user_model.objects.create_user("bob", password="bob-pass-123")
+
+
+@pytest.fixture
+def staff(django_user_model):
+    return django_user_model.objects.create_user("carol", password="carol-pass-123", is_staff=True)
+
+
+def client_for(user, scopes: list[str] | None = None) -> APIClient:
+    """An API client sending a fresh token of ``user`` as ``Bearer``."""
+    _, raw = tokens.mint(user, label="test", scopes=list(DEFAULT_SCOPES) if scopes is None else scopes)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    client.raw_token = raw
+    return client
+
+
+@pytest.fixture
+def owner_client(owner):
+    return client_for(owner)
+
+
+@pytest.fixture
+def other_client(other):
+    return client_for(other)
+
+
+@pytest.fixture
+def staff_client(staff):
+    return client_for(staff, ["read", "operate", "write", "admin"])
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory):
+    """A real sshd on 127.0.0.1:<free port> accepting ``client_key`` for the current user."""
+    reason = sshd_mod.available()
+    if reason:
+        pytest.skip(reason)
+    server = sshd_mod.start_sshd(tmp_path_factory.mktemp("sshd"))
+    yield server
+    kill_group(server.proc)

@@ -1,0 +1,81 @@
+"""A real OpenSSH server on a free loopback port, for end-to-end tests."""
+
+from __future__ import annotations
+
+import getpass
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.procs import free_port, kill_group, port_open, spawn, wait_for
+
+SSHD = "/usr/sbin/sshd"
+
+
+def keygen(path: Path) -> Path:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+    return path
+
+
+@dataclass
+class SshServer:
+    host: str
+    port: int
+    user: str
+    client_key: Path  # private key accepted by this server
+    host_key_pub: Path
+    proc: subprocess.Popen
+    log: Path
+
+    @property
+    def destination(self) -> str:
+        return f"{self.user}@{self.host}"
+
+
+def available() -> str | None:
+    """None when a real sshd can run here, else why not."""
+    if not Path(SSHD).exists():
+        return "openssh-server is not installed (apt-get install openssh-server)"
+    if shutil.which("autossh") is None:
+        return "autossh is not installed (apt-get install autossh)"
+    return None
+
+
+def start_sshd(workdir: Path) -> SshServer:
+    workdir.mkdir(parents=True, exist_ok=True)
+    host_key = keygen(workdir / "hostkey")
+    client_key = keygen(workdir / "client_key")
+    (workdir / "authorized_keys").write_text((workdir / "client_key.pub").read_text())
+    port = free_port()
+    config = workdir / "sshd_config"
+    config.write_text(
+        "\n".join(
+            [
+                f"Port {port}",
+                "ListenAddress 127.0.0.1",
+                f"HostKey {host_key}",
+                f"PidFile {workdir / 'sshd.pid'}",
+                f"AuthorizedKeysFile {workdir / 'authorized_keys'}",
+                "PasswordAuthentication no",
+                "KbdInteractiveAuthentication no",
+                "StrictModes no",
+                "UsePAM no",
+                "PermitRootLogin yes",
+                "AllowTcpForwarding yes",
+                "GatewayPorts no",
+                "MaxStartups 100:30:200",
+                "LogLevel VERBOSE",
+                "",
+            ]
+        )
+    )
+    Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # privilege separation dir
+    log = workdir / "sshd.log"
+    proc = spawn([SSHD, "-D", "-f", str(config), "-E", str(log)], workdir / "sshd.out")
+    try:
+        wait_for(lambda: port_open(port), timeout=10, message=f"sshd on port {port}")
+    except AssertionError:
+        kill_group(proc)
+        raise AssertionError(f"sshd did not start: {log.read_text() if log.exists() else ''}") from None
+    return SshServer("127.0.0.1", port, getpass.getuser(), client_key, workdir / "hostkey.pub", proc, log)

@@ -1,0 +1,108 @@
+"""Admin: reading is free, but configuration changes go through the service layer."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+
+from tunnels import services
+from tunnels.models import ConfigBackup, Tunnel, TunnelSession, WorkerNode
+from tunnels.validation import CONFIG_FIELDS
+
+
+@admin.register(Tunnel)
+class TunnelAdmin(admin.ModelAdmin):
+    list_display = (
+        "name",
+        "owner",
+        "hash_prefix",
+        "direction",
+        "local_port",
+        "remote_host",
+        "remote_port",
+        "desired_state",
+        "status",
+        "pid",
+        "node",
+        "updated_at",
+    )
+    list_filter = ("status", "desired_state", "direction", "interactive", "node")
+    list_select_related = ("owner",)
+    search_fields = ("name", "hash", "remote_host", "owner__username")
+    raw_id_fields = ("owner",)
+    readonly_fields = (
+        "uuid",
+        "hash",
+        "generation",
+        "status",
+        "status_changed_at",
+        "pid",
+        "process_create_time",
+        "running_generation",
+        "started_at",
+        "last_error",
+        "restart_count",
+        "consecutive_failures",
+        "backoff_until",
+        "node",
+        "desired_changed_at",
+        "desired_by",
+        "desired_by_token",
+        "created_at",
+        "updated_at",
+    )
+    actions = ["start_tunnels", "stop_tunnels"]
+
+    @admin.display(description="hash")
+    def hash_prefix(self, obj: Tunnel) -> str:
+        return obj.hash[:8]
+
+    def save_model(self, request, obj: Tunnel, form, change: bool) -> None:
+        data = {field: getattr(obj, field) for field in CONFIG_FIELDS}
+        actor = services.Actor(user=request.user)
+        if change:
+            services.update_tunnel(Tunnel.objects.get(pk=obj.pk), data, actor)
+        else:
+            created = services.create_tunnel(obj.owner, data, actor)
+            obj.pk = created.pk
+
+    def delete_model(self, request, obj: Tunnel) -> None:
+        services.delete_tunnel(obj, services.Actor(user=request.user))
+
+    def delete_queryset(self, request, queryset) -> None:
+        for tunnel in queryset:
+            services.delete_tunnel(tunnel, services.Actor(user=request.user))
+
+    @admin.action(description="Start selected tunnels")
+    def start_tunnels(self, request, queryset) -> None:
+        started, skipped = services.start_all(queryset, services.Actor(user=request.user))
+        messages.info(request, f"{len(started)} asked to start, {len(skipped)} interactive skipped")
+
+    @admin.action(description="Stop selected tunnels")
+    def stop_tunnels(self, request, queryset) -> None:
+        stopped = services.stop_all(queryset, services.Actor(user=request.user))
+        messages.info(request, f"{len(stopped)} asked to stop")
+
+
+@admin.register(TunnelSession)
+class TunnelSessionAdmin(admin.ModelAdmin):
+    list_display = ("name", "owner", "hash", "pid", "node", "started_at", "ended_at", "exit_reason")
+    list_filter = ("exit_reason", "node", "direction")
+    list_select_related = ("owner",)
+    search_fields = ("name", "hash", "owner__username")
+    raw_id_fields = ("tunnel", "owner", "requested_by", "token", "ended_by")
+    date_hierarchy = "started_at"
+
+
+@admin.register(ConfigBackup)
+class ConfigBackupAdmin(admin.ModelAdmin):
+    list_display = ("created_at", "owner", "reason", "file_name")
+    list_select_related = ("owner",)
+    search_fields = ("owner__username", "reason")
+    raw_id_fields = ("owner", "actor")
+    readonly_fields = ("tunnels", "file_name", "created_at")
+
+
+@admin.register(WorkerNode)
+class WorkerNodeAdmin(admin.ModelAdmin):
+    list_display = ("name", "hostname", "pid", "version", "started_at", "last_seen")
+    search_fields = ("name", "hostname")

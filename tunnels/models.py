@@ -1,0 +1,250 @@
+"""Tunnels, their process history, configuration backups and worker nodes."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from tunnels.hashing import compat_hash
+
+REMOTE_TO_LOCAL = "remote_to_local"
+LOCAL_TO_REMOTE = "local_to_remote"
+DIRECTION_CHOICES = [(REMOTE_TO_LOCAL, "remote → local (ssh -L)"), (LOCAL_TO_REMOTE, "local → remote (ssh -R)")]
+DIRECTIONS = (REMOTE_TO_LOCAL, LOCAL_TO_REMOTE)
+
+
+class Desired(models.TextChoices):
+    RUNNING = "running", "running"
+    STOPPED = "stopped", "stopped"
+
+
+class Status(models.TextChoices):
+    STOPPED = "stopped", "stopped"
+    STARTING = "starting", "starting"
+    RUNNING = "running", "running"
+    BACKOFF = "backoff", "backoff"
+    FAILED = "failed", "failed"
+
+
+class TunnelQuerySet(models.QuerySet):
+    def visible_to(self, user) -> TunnelQuerySet:
+        """The one place tunnel visibility is decided: staff see all, others their own."""
+        if not getattr(user, "is_authenticated", False):
+            return self.none()
+        if user.is_staff:
+            return self
+        return self.filter(owner=user)
+
+    def owned_by(self, user) -> TunnelQuerySet:
+        return self.filter(owner=user)
+
+
+class Tunnel(models.Model):
+    # Configuration (the six compat fields hash over these).
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="tunnels")
+    name = models.CharField(max_length=100, default="unnamed")
+    remote_host = models.CharField(max_length=255)
+    remote_port = models.CharField(max_length=300)
+    local_port = models.CharField(max_length=100)
+    direction = models.CharField(max_length=20, choices=DIRECTION_CHOICES, default=REMOTE_TO_LOCAL)
+    interactive = models.BooleanField(default=False)
+    ssh_port = models.PositiveIntegerField(null=True, blank=True, help_text="SSH server port; empty = ssh default")
+    auto_restart = models.BooleanField(
+        default=True, help_text="Bring the tunnel back when its process dies (sshreach 'allow clientless')."
+    )
+    hash = models.CharField(max_length=32, editable=False, db_index=True)
+    # Bumped on every configuration change; the worker restarts a process
+    # whose running_generation is behind.
+    generation = models.PositiveBigIntegerField(default=1, editable=False)
+
+    # Desired state, written by the service layer only.
+    desired_state = models.CharField(max_length=10, choices=Desired.choices, default=Desired.STOPPED)
+    desired_changed_at = models.DateTimeField(default=timezone.now)
+    desired_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    desired_by_token = models.ForeignKey(
+        "accounts.ApiToken", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    # Observed state, written by the worker only.
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.STOPPED)
+    status_changed_at = models.DateTimeField(default=timezone.now)
+    pid = models.PositiveIntegerField(null=True, blank=True)
+    process_create_time = models.FloatField(null=True, blank=True)
+    running_generation = models.PositiveBigIntegerField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    restart_count = models.PositiveIntegerField(default=0)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    backoff_until = models.DateTimeField(null=True, blank=True)
+    node = models.CharField(max_length=100, blank=True, help_text="Worker node that runs this tunnel")
+
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = TunnelQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "hash"], name="tunnel_unique_config_per_owner"),
+            models.CheckConstraint(condition=Q(direction__in=DIRECTIONS), name="tunnel_direction_valid"),
+            models.CheckConstraint(condition=Q(desired_state__in=Desired.values), name="tunnel_desired_valid"),
+            models.CheckConstraint(condition=Q(status__in=Status.values), name="tunnel_status_valid"),
+            models.CheckConstraint(condition=~Q(name=""), name="tunnel_name_not_empty"),
+        ]
+        indexes = [
+            # The worker's every pass: tunnels assigned to a node, by desired state.
+            models.Index(fields=["node", "desired_state"], name="tunnel_node_desired"),
+            # Compat hash-prefix lookups are per owner.
+            models.Index(fields=["owner", "hash"], name="tunnel_owner_hash"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.hash[:8]})"
+
+    def save(self, *args, **kwargs) -> None:
+        self.hash = self.compute_hash()
+        update_fields = kwargs.get("update_fields")
+        if update_fields is not None and "hash" not in update_fields:
+            kwargs["update_fields"] = [*update_fields, "hash"]
+        super().save(*args, **kwargs)
+
+    def compute_hash(self) -> str:
+        return compat_hash(
+            self.name, self.remote_host, self.remote_port, self.local_port, self.direction, self.interactive
+        )
+
+    @property
+    def is_forward_local(self) -> bool:
+        """True for ssh -L (the listening socket is on this machine)."""
+        return self.direction == REMOTE_TO_LOCAL
+
+    @property
+    def listen(self) -> str:
+        """Where the tunnel's entry point listens: ``127.0.0.1:18080`` or ``host:port`` remote side."""
+        from tunnels.validation import split_local, split_remote
+
+        if self.is_forward_local:
+            host, port = split_local(self.local_port)
+            return f"{host}:{port}"
+        host, port = split_remote(self.remote_port, default_host="localhost")
+        return f"{self.remote_host.rsplit('@', 1)[-1]}:{port}" if host == "localhost" else f"{host}:{port}"
+
+    def compat_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "remote_host": self.remote_host,
+            "remote_port": self.remote_port,
+            "local_port": self.local_port,
+            "direction": self.direction,
+            "interactive": self.interactive,
+            "hash": self.hash,
+        }
+
+
+class ExitReason(models.TextChoices):
+    STOPPED_BY_USER = "stopped_by_user", "stopped by user"
+    CRASHED = "crashed", "crashed"
+    CONFIG_CHANGED = "config_changed", "restarted after config change"
+    DELETED = "deleted", "tunnel deleted"
+    FAILED = "failed", "failed to start"
+    NODE_LOST = "node_lost", "worker node lost"
+    HANDED_OVER = "handed_over", "taken over by another node"
+    WORKER_EXIT = "worker_exit", "worker shut down"
+    GONE = "gone", "process disappeared"
+
+
+class TunnelSession(models.Model):
+    """One process lifetime of a tunnel. Kept after the tunnel is deleted."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tunnel = models.ForeignKey(Tunnel, null=True, blank=True, on_delete=models.SET_NULL, related_name="sessions")
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="tunnel_sessions")
+    tunnel_uuid = models.UUIDField(db_index=True)
+    name = models.CharField(max_length=100)
+    hash = models.CharField(max_length=32)
+    direction = models.CharField(max_length=20, choices=DIRECTION_CHOICES)
+    listen = models.CharField(max_length=300, blank=True)
+    node = models.CharField(max_length=100, blank=True)
+    pid = models.PositiveIntegerField(null=True, blank=True)
+    started_at = models.DateTimeField(default=timezone.now)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    exit_reason = models.CharField(max_length=20, choices=ExitReason.choices, blank=True)
+    exit_detail = models.TextField(blank=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    token = models.ForeignKey("accounts.ApiToken", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    token_label = models.CharField(max_length=100, blank=True)
+    ended_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-started_at"]
+        indexes = [
+            # history/ lists an owner's sessions newest first.
+            models.Index(fields=["owner", "-started_at"], name="session_owner_started"),
+            # The worker closes the open session of a tunnel.
+            models.Index(fields=["tunnel", "ended_at"], name="session_tunnel_open"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} pid {self.pid} from {self.started_at:%Y-%m-%d %H:%M:%S}"
+
+
+class ConfigBackup(models.Model):
+    """A snapshot of one owner's tunnel configuration, taken before a change."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="config_backups")
+    created_at = models.DateTimeField(default=timezone.now)
+    reason = models.CharField(max_length=200)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    tunnels = models.JSONField(default=list)
+    file_name = models.CharField(max_length=255)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["owner", "-created_at"], name="backup_owner_created")]
+
+    def __str__(self) -> str:
+        return f"{self.owner} {self.created_at:%Y-%m-%d %H:%M:%S} ({self.reason})"
+
+
+class WorkerNode(models.Model):
+    """A running tunnel_worker; heartbeats let other nodes take over its tunnels."""
+
+    name = models.CharField(max_length=100, unique=True)
+    hostname = models.CharField(max_length=255, blank=True)
+    pid = models.PositiveIntegerField(null=True, blank=True)
+    version = models.CharField(max_length=20, blank=True)
+    started_at = models.DateTimeField(default=timezone.now)
+    last_seen = models.DateTimeField(default=timezone.now, db_index=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ChangeMarker(models.Model):
+    """A counter the service layer bumps on every desired-state change.
+
+    The worker polls this single row several times a second instead of
+    re-reading every tunnel.
+    """
+
+    name = models.CharField(max_length=50, primary_key=True)
+    value = models.PositiveBigIntegerField(default=0)
+    changed_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.name}={self.value}"

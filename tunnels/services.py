@@ -1,0 +1,446 @@
+"""The service layer: every change to tunnels goes through here.
+
+Both API surfaces, the admin and the dashboard call these functions; no
+business rule is written in a view. Functions only change the database
+(desired state); the worker is the only code that touches processes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from tunnels.models import ChangeMarker, ConfigBackup, Desired, Status, Tunnel, WorkerNode
+from tunnels.validation import HASH_FIELDS, TunnelDataError, clean_tunnel_data, split_local
+from tunnelsite.files import atomic_write
+
+MIN_PREFIX = 8
+MARKER = "tunnels"
+
+
+# --- errors -------------------------------------------------------------
+
+
+class ServiceError(Exception):
+    """A refused request; ``status`` is the HTTP status an API should answer."""
+
+    status = 400
+
+    def __init__(self, message: str, fields: dict[str, list[str]] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fields = fields
+
+
+class InvalidInput(ServiceError):
+    status = 400
+
+
+class QuotaExceeded(ServiceError):
+    status = 403
+
+
+class DuplicateTunnel(ServiceError):
+    status = 409
+
+
+class NotFound(ServiceError):
+    status = 404
+
+
+class NotRunnable(ServiceError):
+    status = 409
+
+
+def _invalid(exc: TunnelDataError, prefix: str = "") -> InvalidInput:
+    return InvalidInput(f"{prefix}{exc.summary}", exc.fields)
+
+
+# --- who is acting ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Actor:
+    """The user (and token, if any) on whose behalf a change is made."""
+
+    user: Any
+    token: Any = None
+
+    @classmethod
+    def from_request(cls, request) -> Actor:
+        from accounts.models import ApiToken
+
+        token = request.auth if isinstance(getattr(request, "auth", None), ApiToken) else None
+        return cls(user=request.user, token=token)
+
+    @property
+    def label(self) -> str:
+        if self.token is not None:
+            return f"{self.user.username} (token {self.token.label or self.token.prefix})"
+        return getattr(self.user, "username", "system")
+
+
+SYSTEM = Actor(user=None)
+
+
+# --- change marker ------------------------------------------------------
+
+
+def bump_marker() -> None:
+    """Tell the workers the desired state changed (they poll this row)."""
+    updated = ChangeMarker.objects.filter(name=MARKER).update(value=F("value") + 1, changed_at=timezone.now())
+    if not updated:
+        ChangeMarker.objects.get_or_create(name=MARKER, defaults={"value": 1})
+
+
+def marker_value() -> int:
+    return ChangeMarker.objects.filter(name=MARKER).values_list("value", flat=True).first() or 0
+
+
+# --- quotas -------------------------------------------------------------
+
+
+def check_quota(owner, cleaned: dict[str, Any]) -> None:
+    """Per-user limits on where a tunnel may listen or connect locally. Staff are exempt."""
+    if owner.is_staff:
+        return
+    address, port = split_local(cleaned["local_port"])
+    if not owner.allow_nonloopback_bind and address not in ("127.0.0.1", "::1"):
+        raise QuotaExceeded(
+            f"local address {address} is not allowed: your tunnels may only use the loopback address 127.0.0.1"
+        )
+    if not owner.local_port_min <= port <= owner.local_port_max:
+        raise QuotaExceeded(
+            f"local port {port} is outside your allowed range {owner.local_port_min}-{owner.local_port_max}"
+        )
+
+
+def check_count(owner, count: int) -> None:
+    if owner.is_staff:
+        return
+    limit = owner.effective_max_tunnels
+    if count > limit:
+        raise QuotaExceeded(f"tunnel limit reached: you may have at most {limit} tunnels (max_tunnels)")
+
+
+def _lock_owner(owner) -> None:
+    """Serialise configuration changes per owner (no-op on SQLite, which serialises writes)."""
+    get_user_model().objects.select_for_update().filter(pk=owner.pk).first()
+
+
+# --- backups ------------------------------------------------------------
+
+
+def snapshot(owner, reason: str, actor: Actor = SYSTEM) -> ConfigBackup:
+    """Back up ``owner``'s configuration: a ConfigBackup row and a timestamped file."""
+    tunnels = [t.compat_dict() for t in Tunnel.objects.owned_by(owner).order_by("created_at", "id")]
+    now = timezone.now()
+    backup_id = uuid.uuid4()
+    # Microseconds plus a slice of the id: two backups in one second never collide.
+    file_name = f"user-{owner.pk}/tunnels-{now:%Y%m%dT%H%M%S.%fZ}-{backup_id.hex[:8]}.json"
+    body = {"owner": owner.username, "created_at": now.isoformat(), "reason": reason, "tunnels": tunnels}
+    atomic_write(backups_dir() / file_name, json.dumps(body, indent=2, ensure_ascii=False).encode())
+    return ConfigBackup.objects.create(
+        id=backup_id,
+        owner=owner,
+        created_at=now,
+        reason=reason[:200],
+        actor=actor.user if getattr(actor.user, "pk", None) else None,
+        tunnels=tunnels,
+        file_name=file_name,
+    )
+
+
+def backups_dir():
+    return settings.DATA_DIR / "backups"
+
+
+# --- configuration changes ----------------------------------------------
+
+
+def _config_changed(tunnel: Tunnel, cleaned: dict[str, Any]) -> bool:
+    return any(getattr(tunnel, field) != value for field, value in cleaned.items() if field != "auto_restart")
+
+
+def _save_new(owner, cleaned: dict[str, Any], actor: Actor, start: bool | None) -> Tunnel:
+    tunnel = Tunnel(owner=owner, **cleaned)
+    run = (not tunnel.interactive) if start is None else start
+    tunnel.desired_state = Desired.RUNNING if run and not tunnel.interactive else Desired.STOPPED
+    _set_desired_by(tunnel, actor)
+    try:
+        with transaction.atomic():
+            tunnel.save()
+    except IntegrityError:
+        raise DuplicateTunnel(f"a tunnel with this configuration already exists (hash {tunnel.hash})") from None
+    return tunnel
+
+
+def _ensure_unique(owner, hash_value: str, exclude_pk: int | None = None) -> None:
+    clash = Tunnel.objects.owned_by(owner).filter(hash=hash_value).exclude(pk=exclude_pk)
+    if clash.exists():
+        raise DuplicateTunnel(f"a tunnel with this configuration already exists (hash {hash_value})")
+
+
+def _set_desired_by(tunnel: Tunnel, actor: Actor) -> None:
+    tunnel.desired_changed_at = timezone.now()
+    tunnel.desired_by = actor.user if getattr(actor.user, "pk", None) else None
+    tunnel.desired_by_token = actor.token
+
+
+def create_tunnel(owner, data: Any, actor: Actor = SYSTEM, *, start: bool | None = None) -> Tunnel:
+    """Validate and create one tunnel. A new non-interactive tunnel is meant to run."""
+    try:
+        cleaned = clean_tunnel_data(data)
+    except TunnelDataError as exc:
+        raise _invalid(exc) from None
+    check_quota(owner, cleaned)
+    with transaction.atomic():
+        _lock_owner(owner)
+        check_count(owner, Tunnel.objects.owned_by(owner).count() + 1)
+        _ensure_unique(owner, Tunnel(**{k: cleaned[k] for k in HASH_FIELDS}).compute_hash())
+        snapshot(owner, "before create", actor)
+        tunnel = _save_new(owner, cleaned, actor, start)
+        bump_marker()
+    return tunnel
+
+
+def update_tunnel(tunnel: Tunnel, data: Any, actor: Actor = SYSTEM, *, partial: bool = False) -> Tunnel:
+    """Change a tunnel's configuration. A running tunnel is restarted with the new config."""
+    try:
+        cleaned = clean_tunnel_data(data, partial=partial)
+    except TunnelDataError as exc:
+        raise _invalid(exc) from None
+    merged = {field: cleaned.get(field, getattr(tunnel, field)) for field in ("local_port",)}
+    check_quota(tunnel.owner, merged)
+    with transaction.atomic():
+        _lock_owner(tunnel.owner)
+        tunnel = Tunnel.objects.select_for_update().get(pk=tunnel.pk)
+        changed = _config_changed(tunnel, cleaned)
+        for field, value in cleaned.items():
+            setattr(tunnel, field, value)
+        _ensure_unique(tunnel.owner, tunnel.compute_hash(), exclude_pk=tunnel.pk)
+        snapshot(tunnel.owner, f"before update of {tunnel.name}", actor)
+        if changed:
+            tunnel.generation += 1
+        if tunnel.interactive and tunnel.desired_state == Desired.RUNNING:
+            # The worker cannot answer an interactive prompt; don't leave it "meant to run".
+            tunnel.desired_state = Desired.STOPPED
+            _set_desired_by(tunnel, actor)
+        tunnel.save()
+        bump_marker()
+    return tunnel
+
+
+def delete_tunnel(tunnel: Tunnel, actor: Actor = SYSTEM) -> None:
+    """Delete a tunnel; the worker stops its process (history is kept)."""
+    with transaction.atomic():
+        _lock_owner(tunnel.owner)
+        snapshot(tunnel.owner, f"before delete of {tunnel.name}", actor)
+        tunnel.delete()
+        bump_marker()
+
+
+def _clean_all(items: Any) -> list[dict[str, Any]]:
+    if not isinstance(items, list):
+        raise InvalidInput("'tunnels' must be a list of tunnel objects")
+    cleaned_all = []
+    seen: dict[str, int] = {}
+    for index, item in enumerate(items):
+        try:
+            cleaned = clean_tunnel_data(item)
+        except TunnelDataError as exc:
+            raise _invalid(exc, prefix=f"tunnels[{index}]: ") from None
+        digest = Tunnel(**{k: cleaned[k] for k in HASH_FIELDS}).compute_hash()
+        if digest in seen:
+            raise DuplicateTunnel(f"tunnels[{index}] has the same configuration as tunnels[{seen[digest]}]")
+        seen[digest] = index
+        cleaned_all.append(cleaned)
+    return cleaned_all
+
+
+def replace_all(owner, items: Any, actor: Actor = SYSTEM, *, reason: str = "before replace-all") -> list[Tunnel]:
+    """Replace ``owner``'s whole configuration, all or nothing.
+
+    Tunnels whose configuration is unchanged keep their identity, desired
+    state and running process; the rest are deleted or created.
+    """
+    cleaned_all = _clean_all(items)
+    for cleaned in cleaned_all:
+        check_quota(owner, cleaned)
+    check_count(owner, len(cleaned_all))
+    with transaction.atomic():
+        _lock_owner(owner)
+        snapshot(owner, reason, actor)
+        existing = {t.hash: t for t in Tunnel.objects.owned_by(owner)}
+        result = []
+        keep = set()
+        for cleaned in cleaned_all:
+            digest = Tunnel(**{k: cleaned[k] for k in HASH_FIELDS}).compute_hash()
+            if digest in existing:
+                keep.add(digest)
+                result.append(_apply_extras(existing[digest], cleaned))
+        Tunnel.objects.owned_by(owner).exclude(hash__in=keep).delete()
+        for cleaned in cleaned_all:
+            digest = Tunnel(**{k: cleaned[k] for k in HASH_FIELDS}).compute_hash()
+            if digest not in keep:
+                result.append(_save_new(owner, cleaned, actor, None))
+        bump_marker()
+    return result
+
+
+def _apply_extras(tunnel: Tunnel, cleaned: dict[str, Any]) -> Tunnel:
+    """Fields outside the hash (ssh_port, auto_restart) may still differ on a kept tunnel."""
+    extras = {f: v for f, v in cleaned.items() if f not in HASH_FIELDS and getattr(tunnel, f) != v}
+    if extras:
+        for field, value in extras.items():
+            setattr(tunnel, field, value)
+        if "ssh_port" in extras:
+            tunnel.generation += 1
+        tunnel.save()
+    return tunnel
+
+
+def restore_backup(backup: ConfigBackup, actor: Actor = SYSTEM) -> list[Tunnel]:
+    """Put a backup's configuration back (itself backed up first)."""
+    return replace_all(backup.owner, backup.tunnels, actor, reason=f"before restore of backup {backup.id}")
+
+
+# --- desired state ------------------------------------------------------
+
+
+def _set_desired(tunnels: Iterable[Tunnel], state: str, actor: Actor) -> int:
+    ids = [t.pk for t in tunnels]
+    if not ids:
+        return 0
+    values = {
+        "desired_state": state,
+        "desired_changed_at": timezone.now(),
+        "desired_by": actor.user if getattr(actor.user, "pk", None) else None,
+        "desired_by_token": actor.token,
+    }
+    if state == Desired.RUNNING:
+        # An explicit start retries at once, whatever back-off the worker chose.
+        values["backoff_until"] = None
+    with transaction.atomic():
+        count = Tunnel.objects.filter(pk__in=ids).update(**values)
+        bump_marker()
+    return count
+
+
+def request_start(tunnel: Tunnel, actor: Actor = SYSTEM) -> None:
+    if tunnel.interactive:
+        raise NotRunnable(
+            f"tunnel {tunnel.name} is interactive: it needs interactive authentication "
+            "and cannot be started by the worker"
+        )
+    _set_desired([tunnel], Desired.RUNNING, actor)
+    tunnel.refresh_from_db()
+
+
+def request_stop(tunnel: Tunnel, actor: Actor = SYSTEM) -> None:
+    _set_desired([tunnel], Desired.STOPPED, actor)
+    tunnel.refresh_from_db()
+
+
+def request_restart(tunnel: Tunnel, actor: Actor = SYSTEM) -> None:
+    """Restart: a new generation makes the worker replace the process."""
+    if tunnel.interactive:
+        request_start(tunnel, actor)  # raises NotRunnable
+    with transaction.atomic():
+        Tunnel.objects.filter(pk=tunnel.pk).update(generation=F("generation") + 1)
+        _set_desired([tunnel], Desired.RUNNING, actor)
+    tunnel.refresh_from_db()
+
+
+def start_all(queryset, actor: Actor = SYSTEM) -> tuple[list[Tunnel], list[Tunnel]]:
+    """Start every non-interactive tunnel; returns (started, skipped interactive)."""
+    tunnels = list(queryset)
+    runnable = [t for t in tunnels if not t.interactive]
+    _set_desired(runnable, Desired.RUNNING, actor)
+    return runnable, [t for t in tunnels if t.interactive]
+
+
+def stop_all(queryset, actor: Actor = SYSTEM) -> list[Tunnel]:
+    tunnels = list(queryset)
+    _set_desired(tunnels, Desired.STOPPED, actor)
+    return tunnels
+
+
+def set_auto_restart(tunnel: Tunnel, allow: bool) -> None:
+    Tunnel.objects.filter(pk=tunnel.pk).update(auto_restart=allow)
+    bump_marker()
+    tunnel.refresh_from_db()
+
+
+# --- lookups ------------------------------------------------------------
+
+
+class HashPrefixError(ServiceError):
+    pass
+
+
+def resolve_prefix(queryset, prefix: str) -> Tunnel:
+    """Find the one tunnel in ``queryset`` whose hash starts with ``prefix`` (COMPAT.md)."""
+    if len(prefix) < MIN_PREFIX:
+        raise HashPrefixError(f"Hash prefix too short (minimum {MIN_PREFIX} characters, got {len(prefix)})")
+    matches = list(queryset.filter(hash__startswith=prefix.lower())[:50])
+    if not matches:
+        error = HashPrefixError(f"No tunnel found with hash prefix: {prefix}")
+        error.status = 404
+        raise error
+    if len(matches) > 1:
+        listing = "\n".join(f"  {t.hash}" for t in matches)
+        raise HashPrefixError(
+            f"Ambiguous hash prefix '{prefix}' matches {len(matches)} tunnels:\n{listing}\n"
+            "Please use more characters to uniquely identify the tunnel."
+        )
+    return matches[0]
+
+
+# --- waiting for the worker ---------------------------------------------
+
+
+def live_workers():
+    cutoff = timezone.now() - timedelta(seconds=settings.WORKER_LEASE_SECONDS)
+    return WorkerNode.objects.filter(last_seen__gte=cutoff)
+
+
+def _outcome(tunnel: Tunnel, want_running: bool) -> str | None:
+    """A one-line outcome once the worker has acted on the request, else None."""
+    acted = tunnel.status_changed_at >= tunnel.desired_changed_at
+    if want_running:
+        if tunnel.status == Status.RUNNING and tunnel.running_generation == tunnel.generation:
+            return f"started, pid {tunnel.pid}"
+        if tunnel.status in (Status.FAILED, Status.BACKOFF) and acted:
+            return f"failed: {tunnel.last_error or 'see the tunnel log'}"
+        return None
+    if tunnel.status == Status.STOPPED:
+        return "stopped"
+    return None
+
+
+def wait_for_outcome(tunnel: Tunnel, want_running: bool, timeout: float) -> str:
+    """Wait up to ``timeout`` seconds for the worker to act; say truthfully what happened."""
+    deadline = time.monotonic() + max(0.0, timeout)
+    while True:
+        tunnel.refresh_from_db()
+        outcome = _outcome(tunnel, want_running)
+        if outcome:
+            return outcome
+        if not live_workers().exists():
+            return "queued: no worker is running"
+        if time.monotonic() >= deadline:
+            verb = "starting" if want_running else "stopping"
+            return f"queued: {verb}, worker has not confirmed yet (status {tunnel.status})"
+        time.sleep(0.05)

@@ -1,0 +1,129 @@
+"""Typed readers for settings that come from the environment.
+
+Each helper raises ImproperlyConfigured with the variable's name on a bad
+value, so a typo in a deployment fails at start-up instead of at 3 a.m.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+TRUE_WORDS = {"1", "true", "yes", "on"}
+FALSE_WORDS = {"0", "false", "no", "off", ""}
+
+
+def env_str(name: str, default: str = "") -> str:
+    return os.environ.get(name, default)
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    word = raw.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ImproperlyConfigured(f"{name} must be a boolean (true/false), got {raw!r}")
+
+
+def env_int(name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be an integer, got {raw!r}") from None
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise ImproperlyConfigured(f"{name} must be between {minimum} and {maximum}, got {value}")
+    return value
+
+
+def env_float(name: str, default: float, *, minimum: float = 0.0) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, got {raw!r}") from None
+    if value < minimum or value != value:  # NaN fails the second test
+        raise ImproperlyConfigured(f"{name} must be a number >= {minimum}, got {raw!r}")
+    return value
+
+
+def env_list(name: str, default: list[str] | None = None) -> list[str]:
+    """Comma-separated list; items are stripped and empty items dropped."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return list(default or [])
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_secret(name: str) -> str | None:
+    """A secret from NAME or from the file named by NAME_FILE (Docker secrets)."""
+    path = os.environ.get(f"{name}_FILE")
+    if path:
+        try:
+            return Path(path).read_text().strip()
+        except OSError as exc:
+            raise ImproperlyConfigured(f"{name}_FILE: cannot read {path}: {exc}") from None
+    return os.environ.get(name)
+
+
+PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret", "insecure", "django-insecure"}
+
+
+def is_placeholder_secret(value: str | None) -> bool:
+    if value is None:
+        return True
+    lowered = value.strip().lower()
+    return lowered in PLACEHOLDER_SECRETS or lowered.startswith("django-insecure") or len(lowered) < 20
+
+
+def load_or_create_secret(path: Path) -> str:
+    """Read the development secret, creating it (mode 0600) on first use."""
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(50)
+    # O_EXCL: two processes starting at once must not write two different keys.
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value)
+    return value
+
+
+def database_config(url: str | None, data_dir: Path) -> dict:
+    """The default database: SQLite in the data dir, tuned for web + worker writers."""
+    import dj_database_url
+
+    if url:
+        try:
+            config = dj_database_url.parse(url, conn_max_age=60, conn_health_checks=True)
+        except Exception as exc:  # dj_database_url raises bare ValueError/KeyError
+            raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {exc}") from None
+    else:
+        config = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(data_dir / "tunnelsite.sqlite3")}
+    if config["ENGINE"] == "django.db.backends.sqlite3":
+        config.setdefault("OPTIONS", {}).update(
+            {
+                # The web process and the worker write concurrently: WAL lets
+                # readers proceed, IMMEDIATE takes the write lock up front so
+                # busy_timeout applies instead of a mid-transaction "locked".
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000;",
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 10,
+            }
+        )
+        config["TEST"] = {"NAME": str(data_dir / "test-tunnelsite.sqlite3")}
+    return config

@@ -1,0 +1,171 @@
+"""Django settings, read from the environment (see README "Configuration")."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+from tunnelsite import __version__
+from tunnelsite.env import (
+    database_config,
+    env_bool,
+    env_float,
+    env_int,
+    env_list,
+    env_secret,
+    env_str,
+    is_placeholder_secret,
+    load_or_create_secret,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VERSION = __version__
+
+DATA_DIR = Path(env_str("TUNNELSITE_DATA_DIR", str(BASE_DIR / "var"))).resolve()
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+PRODUCTION = env_str("TUNNELSITE_ENV", "development").strip().lower() == "production"
+DEBUG = env_bool("DEBUG", False)
+
+SECRET_KEY = env_secret("SECRET_KEY") or ""
+if PRODUCTION and is_placeholder_secret(SECRET_KEY):
+    raise ImproperlyConfigured(
+        "SECRET_KEY is missing or a placeholder; production mode (TUNNELSITE_ENV=production) "
+        "needs a random secret of at least 20 characters"
+    )
+if not SECRET_KEY:
+    SECRET_KEY = load_or_create_secret(DATA_DIR / "secret_key")
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "accounts",
+    "tunnels",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "tunnelsite.urls"
+WSGI_APPLICATION = "tunnelsite.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": database_config(env_str("DATABASE_URL") or None, DATA_DIR)}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+AUTH_USER_MODEL = "accounts.User"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env_str("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = DATA_DIR / "static"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+LOGIN_URL = "/admin/login/"
+
+# Request bodies: the largest legitimate body is a replace-all of a few
+# thousand tunnels; anything bigger is refused before parsing.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("TUNNELSITE_MAX_BODY_BYTES", 2 * 1024 * 1024, minimum=1024)
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "accounts.authentication.ApiTokenAuthentication",
+        "accounts.authentication.LegacyApiKeyAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": [
+        "rest_framework.permissions.IsAuthenticated",
+        "accounts.permissions.HasScope",
+    ],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "tunnelsite.api.exception_handler",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "tunnelsite API",
+    "DESCRIPTION": "Multi-user SSH tunnel manager: REST API v1 and the autossh-compatible API.",
+    "VERSION": VERSION,
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# --- tunnelsite ---------------------------------------------------------
+API_KEYS = env_list("API_KEY", [])
+API_KEY_USER = env_str("TUNNELSITE_API_KEY_USER", "admin")
+TOKEN_PEPPER = env_secret("TUNNELSITE_TOKEN_PEPPER")
+TOKEN_TTL = env_int("TUNNELSITE_TOKEN_TTL", 24 * 3600, minimum=60)
+DEFAULT_MAX_TUNNELS = env_int("TUNNELSITE_DEFAULT_MAX_TUNNELS", 50, minimum=0)
+DOCS_PUBLIC = env_bool("TUNNELSITE_DOCS_PUBLIC", True)
+COMPAT_CORS = env_bool("TUNNELSITE_COMPAT_CORS", True)
+REQUEST_RETENTION_DAYS = env_int("TUNNELSITE_REQUEST_RETENTION_DAYS", 30, minimum=1)
+
+NODE_NAME = env_str("TUNNELSITE_NODE", socket.gethostname())
+WORKER_LEASE_SECONDS = env_int("TUNNELSITE_WORKER_LEASE", 15, minimum=2)
+WORKER_INTERVAL = env_float("TUNNELSITE_WORKER_INTERVAL", 0.25, minimum=0.01)
+WORKER_RESYNC_SECONDS = env_int("TUNNELSITE_WORKER_RESYNC", 10, minimum=1)
+AUTOSSH_BIN = env_str("TUNNELSITE_AUTOSSH", "autossh")
+AUTOSSH_POLL = env_int("TUNNELSITE_AUTOSSH_POLL", 30, minimum=1)
+SSH_CONFIG = env_str("TUNNELSITE_SSH_CONFIG", "")
+SSH_IDENTITY = env_str("TUNNELSITE_SSH_IDENTITY", "")
+SSH_SERVER_ALIVE_INTERVAL = env_int("TUNNELSITE_SSH_ALIVE_INTERVAL", 15, minimum=1)
+SSH_SERVER_ALIVE_COUNT = env_int("TUNNELSITE_SSH_ALIVE_COUNT", 3, minimum=1)
+SSH_CONNECT_TIMEOUT = env_int("TUNNELSITE_SSH_CONNECT_TIMEOUT", 10, minimum=1)
+LOG_MAX_BYTES = env_int("TUNNELSITE_LOG_MAX_BYTES", 1024 * 1024, minimum=4096)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["stderr"], "level": env_str("LOG_LEVEL", "INFO").upper()},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
