@@ -11,6 +11,8 @@ from accounts.models import DEFAULT_SCOPES
 from tests import sshd as sshd_mod
 from tests.procs import kill_group
 
+pytest_plugins = ["tests.worker_fixtures"]
+
 
 @pytest.fixture(autouse=True)
 def data_dir(settings, tmp_path):

@@ -1,0 +1,5 @@
+"""URL patterns (filled in by the issue that owns this API surface)."""
+
+from __future__ import annotations
+
+urlpatterns: list = []
