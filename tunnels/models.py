@@ -122,6 +122,11 @@ class Tunnel(models.Model):
         )
 
     @property
+    def log_path(self):
+        """The tunnel's log file. Named by uuid, which (unlike the hash) survives edits."""
+        return settings.DATA_DIR / "logs" / f"tunnel-{self.uuid}.log"
+
+    @property
     def is_forward_local(self) -> bool:
         """True for ssh -L (the listening socket is on this machine)."""
         return self.direction == REMOTE_TO_LOCAL
