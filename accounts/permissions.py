@@ -1,10 +1,17 @@
-"""Scope checks for token-authenticated requests."""
+"""Scope checks for every credential.
+
+Scopes: ``read`` (safe methods), ``operate`` (start/stop/restart), ``write``
+(create/update/delete), ``admin`` (users, other users' objects; only effective
+for staff). Views say what they need with ``required_scopes = {action or
+method: scope}``; anything not listed needs ``read`` for safe methods and
+``write`` otherwise. Sessions and legacy API keys carry every scope their user has.
+"""
 
 from __future__ import annotations
 
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 
-from accounts.models import ALL_SCOPES, SCOPE_ADMIN, SCOPE_READ, SCOPE_WRITE, ApiToken
+from accounts.models import ALL_SCOPES, SCOPE_ADMIN, SCOPE_READ, SCOPE_WRITE, AccessKey, ApiToken
 
 
 def required_scope(request, view) -> str:
@@ -19,15 +26,23 @@ def required_scope(request, view) -> str:
 
 
 def granted_scopes(request) -> set[str]:
-    """Scopes of the credential: a token's own; sessions and legacy keys have all."""
+    """Scopes of the credential: a token's or access key's own; sessions and legacy keys have all."""
     auth = getattr(request, "auth", None)
-    scopes = set(auth.scopes) if isinstance(auth, ApiToken) else set(ALL_SCOPES)
+    scopes = set(auth.scopes) if isinstance(auth, (ApiToken, AccessKey)) else set(ALL_SCOPES)
     if not request.user.is_staff:
         scopes.discard(SCOPE_ADMIN)
     return scopes
 
 
+def acts_as_admin(request) -> bool:
+    """Staff whose credential carries ``admin``: may see and manage other users' objects."""
+    user = getattr(request, "user", None)
+    return bool(user and user.is_authenticated and user.is_staff and SCOPE_ADMIN in granted_scopes(request))
+
+
 class HasScope(BasePermission):
+    """Refuses (403) a request whose credential lacks the scope the view requires; names the scope."""
+
     message = "This credential lacks the required scope."
 
     def has_permission(self, request, view) -> bool:
@@ -36,5 +51,17 @@ class HasScope(BasePermission):
         needed = required_scope(request, view)
         if needed in granted_scopes(request):
             return True
-        self.message = f"This token lacks the '{needed}' scope required for this request."
+        if needed == SCOPE_ADMIN and not request.user.is_staff:
+            self.message = "This request needs the 'admin' scope, which only staff users have."
+        else:
+            self.message = f"This credential lacks the '{needed}' scope required for this request."
         return False
+
+
+class IsStaffAdmin(BasePermission):
+    """Staff with the ``admin`` scope (the users API)."""
+
+    message = "Only staff users with the 'admin' scope may do this."
+
+    def has_permission(self, request, view) -> bool:
+        return acts_as_admin(request)

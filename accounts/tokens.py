@@ -18,19 +18,29 @@ LOOKUP_CHARS = 12  # token_urlsafe(9) is always 12 characters
 SECRET_BYTES = 32
 
 
-def pepper(pepper_id: str = "default") -> bytes:
-    """The server key that digests are keyed with.
+def pepper(pepper_id: str | None = None) -> bytes | None:
+    """The server key that digests are keyed with, or None for a retired, unknown id.
 
-    ``TUNNELSITE_TOKEN_PEPPER`` when set, else derived from SECRET_KEY; the id
-    stored per token lets a rotated pepper keep old tokens verifiable.
+    ``TUNNELSITE_TOKEN_PEPPER`` (id ``TUNNELSITE_TOKEN_PEPPER_ID``) when set,
+    else derived from SECRET_KEY. The id stored per token lets a rotated pepper
+    keep old tokens verifiable while it is listed in ``TUNNELSITE_TOKEN_OLD_PEPPERS``.
     """
-    configured = settings.TOKEN_PEPPER
-    base = configured if configured else f"tunnelsite-token-pepper:{settings.SECRET_KEY}"
+    current_id = getattr(settings, "TOKEN_PEPPER_ID", "default")
+    pepper_id = pepper_id or current_id
+    if pepper_id == current_id:
+        base = settings.TOKEN_PEPPER or f"tunnelsite-token-pepper:{settings.SECRET_KEY}"
+    else:
+        base = getattr(settings, "TOKEN_OLD_PEPPERS", {}).get(pepper_id)
+        if not base:
+            return None
     return hashlib.sha256(f"{pepper_id}:{base}".encode()).digest()
 
 
-def digest(secret: str, pepper_id: str = "default") -> str:
-    return hmac.new(pepper(pepper_id), secret.encode(), hashlib.sha256).hexdigest()
+def digest(secret: str, pepper_id: str | None = None) -> str:
+    key = pepper(pepper_id)
+    if key is None:
+        return ""  # never equal to a stored digest
+    return hmac.new(key, secret.encode(), hashlib.sha256).hexdigest()
 
 
 def split_raw(raw: str) -> tuple[str, str] | None:
@@ -63,6 +73,7 @@ def mint(
         kind=kind,
         lookup=lookup,
         digest=digest(secret),
+        pepper_id=getattr(settings, "TOKEN_PEPPER_ID", "default"),
         scopes=list(DEFAULT_SCOPES if scopes is None else scopes),
         expires_at=expires_at,
     )

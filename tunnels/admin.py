@@ -2,15 +2,38 @@
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin, messages
 
 from tunnels import services
 from tunnels.models import ConfigBackup, Tunnel, TunnelSession, WorkerNode
-from tunnels.validation import CONFIG_FIELDS
+from tunnels.validation import CONFIG_FIELDS, TunnelDataError, clean_tunnel_data
+
+
+class TunnelAdminForm(forms.ModelForm):
+    """Runs the service layer's rules so the admin shows them as form errors."""
+
+    class Meta:
+        model = Tunnel
+        fields = ["owner", *CONFIG_FIELDS, "desired_state"]
+
+    def clean(self) -> dict:
+        data = super().clean()
+        try:
+            cleaned = clean_tunnel_data({field: data.get(field) for field in CONFIG_FIELDS})
+            if data.get("owner"):
+                services.check_quota(data["owner"], cleaned)
+        except TunnelDataError as exc:
+            for field, problems in exc.fields.items():
+                self.add_error(field if field in self.fields else None, problems)
+        except services.ServiceError as exc:
+            raise forms.ValidationError(exc.message) from None
+        return data
 
 
 @admin.register(Tunnel)
 class TunnelAdmin(admin.ModelAdmin):
+    form = TunnelAdminForm
     list_display = (
         "name",
         "owner",
@@ -59,11 +82,16 @@ class TunnelAdmin(admin.ModelAdmin):
     def save_model(self, request, obj: Tunnel, form, change: bool) -> None:
         data = {field: getattr(obj, field) for field in CONFIG_FIELDS}
         actor = services.Actor(user=request.user)
-        if change:
-            services.update_tunnel(Tunnel.objects.get(pk=obj.pk), data, actor)
-        else:
-            created = services.create_tunnel(obj.owner, data, actor)
-            obj.pk = created.pk
+        try:
+            if change:
+                saved = services.update_tunnel(Tunnel.objects.get(pk=obj.pk), data, actor)
+            else:
+                saved = services.create_tunnel(obj.owner, data, actor)
+        except services.ServiceError as exc:
+            # Raced past the form's checks (e.g. a duplicate created meanwhile).
+            messages.error(request, exc.message)
+            return
+        obj.pk, obj.hash = saved.pk, saved.hash
 
     def delete_model(self, request, obj: Tunnel) -> None:
         services.delete_tunnel(obj, services.Actor(user=request.user))

@@ -59,6 +59,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Early, so the recorded duration covers sessions, auth and the view.
+    "accounts.middleware.RequestHistoryMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -87,6 +89,15 @@ TEMPLATES = [
 
 DATABASES = {"default": database_config(env_str("DATABASE_URL") or None, DATA_DIR)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# "default" is per process (cheap; the general request throttles use it, so
+# their limits are per gunicorn worker). "shared" is a database table (created
+# by an accounts migration) for what must hold across workers: failed-login
+# throttling.
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "shared": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "tunnelsite_cache"},
+}
 AUTH_USER_MODEL = "accounts.User"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -102,6 +113,7 @@ USE_TZ = True
 
 STATIC_URL = "/static/"
 STATIC_ROOT = DATA_DIR / "static"
+STATIC_ROOT.mkdir(exist_ok=True)  # whitenoise warns on every start when it is missing
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
@@ -113,11 +125,25 @@ LOGIN_URL = "/admin/login/"
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("TUNNELSITE_MAX_BODY_BYTES", 2 * 1024 * 1024, minimum=1024)
 
 REST_FRAMEWORK = {
+    # Tried in this order (README "Authentication"); a credential that is
+    # present but wrong is a 401, never a fall-through to anonymous.
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "accounts.authentication.ApiTokenAuthentication",
+        "accounts.authentication.SignatureAuthentication",
         "accounts.authentication.LegacyApiKeyAuthentication",
-        "rest_framework.authentication.SessionAuthentication",
+        "accounts.authentication.SessionAuthentication",
     ],
+    "DEFAULT_THROTTLE_CLASSES": [
+        "accounts.throttles.UserThrottle",
+        "accounts.throttles.AnonThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "user": env_str("TUNNELSITE_THROTTLE_USER", "1200/minute"),
+        "anon": env_str("TUNNELSITE_THROTTLE_ANON", "120/minute"),
+        # Failed password logins (POST /api/v1/authentication/auth/).
+        "login_username": env_str("TUNNELSITE_THROTTLE_LOGIN_USERNAME", "10/minute"),
+        "login_address": env_str("TUNNELSITE_THROTTLE_LOGIN_ADDRESS", "30/minute"),
+    },
     "DEFAULT_PERMISSION_CLASSES": [
         "rest_framework.permissions.IsAuthenticated",
         "accounts.permissions.HasScope",
@@ -136,12 +162,34 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Tunnel and session directions are the same choice set: one enum component.
+    "ENUM_NAME_OVERRIDES": {"DirectionEnum": "tunnels.models.DIRECTION_CHOICES"},
+    "TAGS": [
+        {"name": "status", "description": "Health check (no authentication)."},
+        {"name": "tunnels", "description": "Tunnels: configuration, desired state, observed status, logs, sessions."},
+        {"name": "history", "description": "Every process lifetime of your tunnels, newest first (rustunnel shape)."},
+        {"name": "backups", "description": "Configuration snapshots taken before every change; restore one."},
+        {
+            "name": "calls",
+            "description": 'sshreach.me-style calls; every answer is `{"message", "error_code", "success"}`.',
+        },
+        {
+            "name": "autossh-compat",
+            "description": "The autossh SSH Tunnel Manager's API (also served at the root paths: /list, /status, ...).",
+        },
+    ],
+    # The compat urls are mounted twice; document them once (under /api/autossh/).
+    "PREPROCESSING_HOOKS": ["tunnels.compat.schema.document_compat_once"],
 }
 
 # --- tunnelsite ---------------------------------------------------------
 API_KEYS = env_list("API_KEY", [])
 API_KEY_USER = env_str("TUNNELSITE_API_KEY_USER", "admin")
 TOKEN_PEPPER = env_secret("TUNNELSITE_TOKEN_PEPPER")
+# Pepper rotation: new tokens use TOKEN_PEPPER under TOKEN_PEPPER_ID; tokens
+# minted under a retired pepper still verify while it is listed here ("id=value,...").
+TOKEN_PEPPER_ID = env_str("TUNNELSITE_TOKEN_PEPPER_ID", "default")
+TOKEN_OLD_PEPPERS = dict(item.partition("=")[::2] for item in env_list("TUNNELSITE_TOKEN_OLD_PEPPERS", []))
 TOKEN_TTL = env_int("TUNNELSITE_TOKEN_TTL", 24 * 3600, minimum=60)
 DEFAULT_MAX_TUNNELS = env_int("TUNNELSITE_DEFAULT_MAX_TUNNELS", 50, minimum=0)
 DOCS_PUBLIC = env_bool("TUNNELSITE_DOCS_PUBLIC", True)
@@ -152,6 +200,9 @@ NODE_NAME = env_str("TUNNELSITE_NODE", socket.gethostname())
 WORKER_LEASE_SECONDS = env_int("TUNNELSITE_WORKER_LEASE", 15, minimum=2)
 WORKER_INTERVAL = env_float("TUNNELSITE_WORKER_INTERVAL", 0.25, minimum=0.01)
 WORKER_RESYNC_SECONDS = env_int("TUNNELSITE_WORKER_RESYNC", 10, minimum=1)
+# A failing tunnel is retried after BASE, 2*BASE, 4*BASE ... seconds, at most MAX.
+WORKER_BACKOFF_BASE = env_float("TUNNELSITE_WORKER_BACKOFF_BASE", 1.0, minimum=0.05)
+WORKER_BACKOFF_MAX = env_float("TUNNELSITE_WORKER_BACKOFF_MAX", 60.0, minimum=0.1)
 AUTOSSH_BIN = env_str("TUNNELSITE_AUTOSSH", "autossh")
 AUTOSSH_POLL = env_int("TUNNELSITE_AUTOSSH_POLL", 30, minimum=1)
 SSH_CONFIG = env_str("TUNNELSITE_SSH_CONFIG", "")

@@ -1,5 +1,22 @@
-"""URL patterns (filled in by the issue that owns this API surface)."""
+"""REST API v1 (tunnels side), mounted at /api/v1/ beside accounts/api/urls.py."""
 
 from __future__ import annotations
 
-urlpatterns: list = []
+from django.urls import path
+from rest_framework.routers import SimpleRouter
+
+from tunnels.api import calls, views
+
+app_name = "tunnels-api"
+
+router = SimpleRouter()
+router.register("tunnels", views.TunnelViewSet, basename="tunnel")
+router.register("history", views.HistoryViewSet, basename="history")
+router.register("backups", views.BackupViewSet, basename="backup")
+
+urlpatterns = [
+    path("status", views.StatusView.as_view(), name="status"),
+    *(path(f"calls/{name}", view.as_view(), name=f"call-{name}") for name, view in calls.CALLS.items()),
+    path("calls/<str:call>", calls.UnknownCall.as_view(), name="call-unknown"),
+    *router.urls,
+]

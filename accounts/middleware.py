@@ -1,0 +1,65 @@
+"""Request history: one ``ApiRequest`` row per API or compat request.
+
+Recorded: time, user, token (id + label) or key label, auth method, method,
+path (never the query string, which may carry secrets), status, duration,
+client address, user agent. Never the body or any header holding a credential.
+Cost: exactly one INSERT per recorded request, using ids already in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from django.http import HttpRequest, HttpResponse
+
+from accounts.models import ApiRequest
+
+logger = logging.getLogger("tunnelsite.requests")
+
+# The compat API also lives at these root paths (tunnels/compat/urls.py).
+COMPAT_ROOTS = ("/list", "/status", "/start", "/stop", "/edit", "/delete", "/config", "/logs")
+
+
+def is_recorded(path: str) -> bool:
+    if path.startswith("/api/"):
+        return True
+    return any(path == root or path.startswith(root + "/") for root in COMPAT_ROOTS)
+
+
+class RequestHistoryMiddleware:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if not is_recorded(request.path_info):
+            return self.get_response(request)
+        started = time.perf_counter()
+        response = self.get_response(request)
+        duration_ms = (time.perf_counter() - started) * 1000
+        try:
+            ApiRequest.objects.create(**row_for(request, response.status_code, duration_ms))
+        except Exception:  # history must never break the request it describes
+            logger.exception("could not record request history for %s %s", request.method, request.path)
+        return response
+
+
+def row_for(request: HttpRequest, status: int, duration_ms: float) -> dict:
+    info = getattr(request, "auth_info", None)
+    # Only read a user that authentication already resolved: touching the lazy
+    # session user here would cost queries on anonymous requests.
+    user = request.__dict__.get("user")
+    user_id = getattr(user, "pk", None) if info is not None else None
+    return {
+        "user_id": user_id,
+        "token_id": info.token_id if info else None,
+        "token_label": (info.label if info else "")[:100],
+        "auth_method": info.method if info else "",
+        "method": (request.method or "")[:10],
+        "path": request.path[:500],
+        "status": status,
+        "duration_ms": round(duration_ms, 3),
+        "client_address": request.META.get("REMOTE_ADDR") or None,
+        "user_agent": request.headers.get("User-Agent", "")[:300],
+    }

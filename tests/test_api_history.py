@@ -1,0 +1,180 @@
+"""REST API v1: /api/v1/history/ (rustunnel shape) and /api/v1/backups/."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from accounts import tokens
+from tests.factories import make_tunnel
+from tunnels.models import ConfigBackup, Tunnel, TunnelSession
+
+pytestmark = pytest.mark.django_db
+
+HISTORY = "/api/v1/history/"
+BACKUPS = "/api/v1/backups/"
+
+
+def session_for(tunnel, minutes_ago: int = 0, **extra) -> TunnelSession:
+    started = timezone.now() - timedelta(minutes=minutes_ago)
+    return TunnelSession.objects.create(
+        tunnel=tunnel,
+        owner=tunnel.owner,
+        tunnel_uuid=tunnel.uuid,
+        name=tunnel.name,
+        hash=tunnel.hash,
+        direction=tunnel.direction,
+        listen=tunnel.listen,
+        started_at=started,
+        **extra,
+    )
+
+
+def test_history_entry_has_the_rustunnel_fields(owner, owner_client):
+    tunnel = make_tunnel(owner, name="web")
+    token, _ = tokens.mint(owner, label="ci-deploy")
+    session = session_for(
+        tunnel,
+        token=token,
+        token_label="ci-deploy",
+        pid=77,
+        node="n1",
+        ended_at=timezone.now(),
+        exit_reason="stopped_by_user",
+    )
+    body = owner_client.get(HISTORY).json()
+    assert body["total"] == 1
+    entry = body["entries"][0]
+    assert entry["id"] == entry["session_id"] == str(session.id)
+    assert entry["tunnel_id"] == str(tunnel.uuid)
+    assert (entry["name"], entry["hash"], entry["label"]) == ("web", tunnel.hash, tunnel.listen)
+    assert entry["token_id"] == str(token.id) and entry["token_label"] == "ci-deploy"
+    assert entry["registered_at"] and entry["unregistered_at"]
+    assert entry["exit_reason"] == "stopped_by_user"
+
+
+def test_history_open_session_has_null_end_and_token(owner, owner_client):
+    session_for(make_tunnel(owner))
+    entry = owner_client.get(HISTORY).json()["entries"][0]
+    assert entry["unregistered_at"] is None
+    assert entry["token_id"] is None and entry["token_label"] is None
+
+
+def test_history_is_newest_first_and_paginated(owner, owner_client):
+    tunnel = make_tunnel(owner)
+    for minutes in (30, 10, 20):
+        session_for(tunnel, minutes)
+    body = owner_client.get(HISTORY, {"limit": 2}).json()
+    assert body["total"] == 3
+    stamps = [entry["registered_at"] for entry in body["entries"]]
+    assert len(stamps) == 2 and stamps == sorted(stamps, reverse=True)
+    assert len(owner_client.get(HISTORY, {"limit": 2, "offset": 2}).json()["entries"]) == 1
+
+
+def test_history_filters_direction_tunnel_since(owner, owner_client):
+    a = make_tunnel(owner)
+    b = make_tunnel(owner, direction="local_to_remote")
+    session_for(a, 120)
+    session_for(a, 5)
+    session_for(b, 5)
+    assert owner_client.get(HISTORY, {"direction": "local_to_remote"}).json()["total"] == 1
+    assert owner_client.get(HISTORY, {"tunnel": str(a.uuid)}).json()["total"] == 2
+    since = (timezone.now() - timedelta(minutes=60)).isoformat()
+    assert owner_client.get(HISTORY, {"since": since}).json()["total"] == 2
+    assert owner_client.get(HISTORY, {"tunnel": str(a.uuid), "since": since}).json()["total"] == 1
+
+
+@pytest.mark.parametrize(("param", "value"), [("since", "yesterday"), ("tunnel", "abc"), ("direction", "up")])
+def test_history_bad_filter_is_400(owner_client, param, value):
+    response = owner_client.get(HISTORY, {param: value})
+    assert response.status_code == 400
+    assert param in response.json()["fields"]
+
+
+def test_history_survives_tunnel_deletion(owner, owner_client):
+    tunnel = make_tunnel(owner)
+    session_for(tunnel)
+    assert owner_client.delete(f"/api/v1/tunnels/{tunnel.uuid}/").status_code == 204
+    body = owner_client.get(HISTORY, {"tunnel": str(tunnel.uuid)}).json()
+    assert body["total"] == 1 and body["entries"][0]["name"] == tunnel.name
+
+
+def test_history_isolation_and_staff(owner, other, owner_client, other_client, staff_client):
+    session_for(make_tunnel(owner))
+    assert other_client.get(HISTORY).json()["total"] == 0
+    assert owner_client.get(HISTORY).json()["total"] == 1
+    assert staff_client.get(HISTORY).json()["total"] == 1
+    assert staff_client.get(HISTORY, {"owner": "bob"}).json()["total"] == 0
+
+
+@pytest.mark.parametrize("count", [5, 300])
+def test_history_query_count_is_constant(owner, owner_client, django_assert_num_queries, count):
+    tunnel = make_tunnel(owner)
+    TunnelSession.objects.bulk_create(
+        TunnelSession(
+            tunnel=tunnel,
+            owner=owner,
+            tunnel_uuid=tunnel.uuid,
+            name=tunnel.name,
+            hash=tunnel.hash,
+            direction=tunnel.direction,
+        )
+        for _ in range(count)
+    )
+    owner_client.get(HISTORY)
+    with django_assert_num_queries(4):
+        assert owner_client.get(HISTORY, {"limit": 500}).json()["total"] == count
+
+
+# --- backups ----------------------------------------------------------------
+
+
+def test_backups_list_and_retrieve(owner, owner_client):
+    make_tunnel(owner, name="first")
+    make_tunnel(owner, name="second")  # backed up "first" before creating
+    body = owner_client.get(BACKUPS).json()
+    assert body["total"] == 2
+    newest = body["entries"][0]
+    assert newest["reason"] == "before create" and newest["tunnel_count"] == 1 and newest["owner"] == "alice"
+    detail = owner_client.get(f"{BACKUPS}{newest['id']}/").json()
+    assert [t["name"] for t in detail["tunnels"]] == ["first"]
+
+
+def test_backup_of_other_user_is_404(owner, other_client):
+    make_tunnel(owner)
+    backup = ConfigBackup.objects.get()
+    assert other_client.get(f"{BACKUPS}{backup.id}/").status_code == 404
+    assert other_client.post(f"{BACKUPS}{backup.id}/restore/").status_code == 404
+    assert other_client.get(BACKUPS).json()["total"] == 0
+
+
+def test_restore_puts_the_configuration_back_and_backs_up_first(owner, owner_client):
+    make_tunnel(owner, name="keep")
+    make_tunnel(owner, name="later")
+    backup = ConfigBackup.objects.filter(owner=owner).order_by("-created_at").first()  # holds only "keep"
+    before = ConfigBackup.objects.count()
+    response = owner_client.post(f"{BACKUPS}{backup.id}/restore/")
+    assert response.status_code == 200, response.json()
+    body = response.json()
+    assert [t["name"] for t in body["tunnels"]] == ["keep"]
+    assert list(Tunnel.objects.values_list("name", flat=True)) == ["keep"]
+    assert ConfigBackup.objects.count() == before + 1
+    assert ConfigBackup.objects.order_by("-created_at").first().reason.startswith("before restore")
+
+
+def test_restore_needs_write_scope(owner):
+    from tests.conftest import client_for
+
+    make_tunnel(owner)
+    backup = ConfigBackup.objects.get()
+    response = client_for(owner, ["read", "operate"]).post(f"{BACKUPS}{backup.id}/restore/")
+    assert response.status_code == 403
+
+
+def test_staff_sees_all_backups(owner, other, staff_client):
+    make_tunnel(owner)
+    make_tunnel(other)
+    assert staff_client.get(BACKUPS).json()["total"] == 2
+    assert staff_client.get(BACKUPS, {"owner": "alice"}).json()["total"] == 1

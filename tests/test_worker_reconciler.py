@@ -1,0 +1,118 @@
+"""The reconciler's decisions that need no ssh: claiming, leases, failure words, pass cost."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+
+from tests.factories import make_tunnel, tunnel_data
+from tunnels import services
+from tunnels.models import Desired, Status, Tunnel, WorkerNode
+from tunnels.reconciler import INTERACTIVE_ERROR, Reconciler, explain
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.mark.parametrize(
+    "line,words",
+    [
+        ("bind [127.0.0.1]:8080: Address already in use", "address already in use"),
+        ("root@127.0.0.1: Permission denied (publickey).", "permission denied (publickey)"),
+        ("ssh: connect to host 10.0.0.1 port 22: Connection refused", "connection refused"),
+        ("Host key verification failed.", "host key verification failed"),
+        ("Error: remote port forwarding failed for listen port 9000", "remote port forwarding failed"),
+        ("ssh: connect to host 10.0.0.1 port 22: Connection timed out", "connection timed out"),
+        ("ssh: Could not resolve hostname nowhere: Name or service not known", "unknown host"),
+    ],
+)
+def test_ssh_failures_are_explained_in_plain_words(owner, line, words):
+    tunnel = make_tunnel(owner)
+    message, _ = explain(f"Authenticated to x\n{line}\n", tunnel)
+    assert message.startswith(words)
+    assert line.strip() in message  # ssh's own words stay visible
+
+
+def test_channel_errors_of_a_working_forward_are_not_failures(owner):
+    tunnel = make_tunnel(owner)
+    assert explain("channel 2: open failed: connect failed: Connection refused\n", tunnel) is None
+
+
+def test_heartbeat_registers_the_node(owner):
+    Reconciler("node-a").reconcile_once()
+    node = WorkerNode.objects.get(name="node-a")
+    assert services.live_workers().filter(pk=node.pk).exists()
+
+
+def test_interactive_tunnel_meant_to_run_is_failed_with_a_reason_and_never_started(owner):
+    tunnel = make_tunnel(owner, interactive=True)
+    Tunnel.objects.filter(pk=tunnel.pk).update(desired_state=Desired.RUNNING)
+    services.bump_marker()
+
+    reconciler = Reconciler("node-a")
+    reconciler.reconcile_once()
+
+    tunnel.refresh_from_db()
+    assert (tunnel.status, tunnel.last_error, tunnel.pid) == (Status.FAILED, INTERACTIVE_ERROR, None)
+    assert reconciler.tracked == {}
+
+
+def test_tunnel_of_a_live_node_is_left_alone(owner):
+    WorkerNode.objects.create(name="node-b", last_seen=timezone.now())
+    tunnel = make_tunnel(owner, interactive=True)
+    Tunnel.objects.filter(pk=tunnel.pk).update(node="node-b", desired_state=Desired.RUNNING)
+
+    Reconciler("node-a").reconcile_once(full=True)
+
+    tunnel.refresh_from_db()
+    assert (tunnel.node, tunnel.status) == ("node-b", Status.STOPPED)
+
+
+def test_tunnel_of_a_node_past_its_lease_is_claimed(owner, settings):
+    stale = timezone.now() - timedelta(seconds=settings.WORKER_LEASE_SECONDS + 1)
+    WorkerNode.objects.create(name="node-b", last_seen=stale)
+    tunnel = make_tunnel(owner, interactive=True)
+    Tunnel.objects.filter(pk=tunnel.pk).update(node="node-b", desired_state=Desired.RUNNING)
+
+    Reconciler("node-a").reconcile_once(full=True)
+
+    tunnel.refresh_from_db()
+    assert (tunnel.node, tunnel.status) == ("node-a", Status.FAILED)
+
+
+def test_claim_is_compare_and_swap(owner):
+    tunnel = make_tunnel(owner)
+    first, second = Reconciler("node-a"), Reconciler("node-b")
+    stale_copy = Tunnel.objects.get(pk=tunnel.pk)
+
+    assert first.claim(tunnel)
+    assert not second.claim(stale_copy)  # it read node="" before node-a claimed it
+    assert Tunnel.objects.get(pk=tunnel.pk).node == "node-a"
+
+
+def test_stopped_tunnel_is_settled_and_released(owner):
+    tunnel = make_tunnel(owner)
+    Tunnel.objects.filter(pk=tunnel.pk).update(
+        node="node-a", desired_state=Desired.STOPPED, status=Status.FAILED, consecutive_failures=3
+    )
+
+    Reconciler("node-a").reconcile_once(full=True)
+
+    tunnel.refresh_from_db()
+    assert (tunnel.status, tunnel.node, tunnel.consecutive_failures) == (Status.STOPPED, "", 0)
+
+
+def test_a_pass_over_many_stopped_tunnels_costs_a_fixed_number_of_queries(owner, django_assert_max_num_queries):
+    Tunnel.objects.bulk_create([Tunnel(owner=owner, hash=f"{i:032x}", **tunnel_data(name=f"s{i}")) for i in range(300)])
+    reconciler = Reconciler("node-a")
+    reconciler.reconcile_once(full=True)
+
+    with django_assert_max_num_queries(4):
+        reconciler.reconcile_once(full=True)  # marker, node list, tunnels (heartbeat throttled)
+
+
+def test_once_command_runs_a_full_pass(owner):
+    call_command("tunnel_worker", "--once", "--node", "node-once")
+    assert WorkerNode.objects.filter(name="node-once").exists()

@@ -1,0 +1,96 @@
+"""What every REST API v1 view shares: who sees what, error responses for the docs, ``?wait=``."""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
+from rest_framework import viewsets
+from rest_framework.exceptions import ValidationError
+
+from accounts.permissions import acts_as_admin
+from tunnels.api.serializers import ErrorSerializer
+from tunnels.models import Tunnel
+
+WAIT_DEFAULT = 5.0
+WAIT_MAX = 30.0
+
+
+def visible_tunnels(request) -> QuerySet[Tunnel]:
+    """The tunnels a request may reach: its user's own; staff acting as admin see everyone's.
+
+    A staff user whose credential lacks the ``admin`` scope is treated like
+    anyone else (accounts.permissions: admin is what lets staff reach others' rows).
+    """
+    queryset = Tunnel.objects.visible_to(request.user)
+    if request.user.is_staff and not acts_as_admin(request):
+        queryset = queryset.owned_by(request.user)
+    return queryset
+
+
+def visible_owned(queryset: QuerySet, request) -> QuerySet:
+    """The same rule for rows that belong to a user through ``owner`` (sessions, backups)."""
+    if acts_as_admin(request):
+        return queryset
+    if not request.user.is_authenticated:
+        return queryset.none()
+    return queryset.filter(owner=request.user)
+
+
+class OwnedViewSet(viewsets.GenericViewSet):
+    """Base of every v1 viewset: ``get_queryset`` scopes rows to the caller before any lookup,
+    so another user's object is a 404, never a 403."""
+
+    def scoped_queryset(self) -> QuerySet:
+        raise NotImplementedError
+
+    def get_queryset(self) -> QuerySet:
+        return self.scoped_queryset()
+
+
+def wait_seconds(request) -> float:
+    """``?wait=`` as the compat API: seconds to wait for the worker; default 5, 0 = don't wait, capped."""
+    raw = request.query_params.get("wait")
+    if raw in (None, ""):
+        return WAIT_DEFAULT
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValidationError({"wait": ["must be a number of seconds, e.g. 5 or 0"]}) from None
+    if not 0 <= value <= 3600:  # also refuses nan and inf
+        raise ValidationError({"wait": ["must be from 0 to 3600 seconds"]})
+    return min(value, WAIT_MAX)
+
+
+def positive_int(request, name: str, default: int, maximum: int) -> int:
+    raw = request.query_params.get(name)
+    if raw in (None, ""):
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValidationError({name: ["must be a whole number of at least 1"]})
+    return min(int(raw), maximum)
+
+
+def flag(request, name: str) -> bool:
+    return request.query_params.get(name, "").lower() in ("1", "true", "yes")
+
+
+def _error(description: str) -> OpenApiResponse:
+    return OpenApiResponse(ErrorSerializer, description=description)
+
+
+BAD_REQUEST = _error("Invalid input: `error` names the problem, `fields` has per-field messages.")
+UNAUTHORIZED = _error("No valid credentials.")
+FORBIDDEN = _error("The credential lacks the required scope, or a quota forbids the change.")
+NOT_FOUND = _error("No such object among the caller's.")
+CONFLICT = _error("Conflicts with the current state (same configuration exists, interactive tunnel).")
+THROTTLED = _error("Too many requests; `retry_after` says when to try again.")
+
+# Responses every authenticated endpoint can give.
+COMMON_ERRORS = {401: UNAUTHORIZED, 403: FORBIDDEN, 429: THROTTLED}
+
+WAIT_PARAM = OpenApiParameter(
+    "wait",
+    float,
+    description=f"Seconds to wait for the worker to act (default {WAIT_DEFAULT:g}, 0 = don't wait, "
+    f"at most {WAIT_MAX:g}).",
+)

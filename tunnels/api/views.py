@@ -1,0 +1,462 @@
+"""REST API v1: status, tunnels (+ actions), history, backups.
+
+Views translate HTTP to ``tunnels.services`` calls; no rule lives here.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from django.conf import settings
+from django.db import DatabaseError
+from django.db.models import Count, Q
+from django.http import FileResponse, QueryDict
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+)
+from rest_framework import filters, mixins, status
+from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from tunnels import services
+from tunnels.api import serializers as s
+from tunnels.api.base import (
+    BAD_REQUEST,
+    COMMON_ERRORS,
+    CONFLICT,
+    NOT_FOUND,
+    WAIT_PARAM,
+    OwnedViewSet,
+    flag,
+    positive_int,
+    visible_owned,
+    visible_tunnels,
+    wait_seconds,
+)
+from tunnels.api.filters import BackupFilter, HistoryFilter, TunnelFilter
+from tunnels.api.pagination import TotalEntriesPagination
+from tunnels.models import ConfigBackup, Desired, Status, Tunnel, TunnelSession
+from tunnels.services import Actor
+
+LIST_COLUMNS = (
+    *("uuid", "name", "owner__username", "remote_host", "remote_port", "local_port", "direction", "interactive"),
+    *("ssh_port", "auto_restart", "desired_state", "status", "pid", "last_error", "restart_count", "started_at"),
+    *("node", "hash", "created_at", "updated_at"),
+)
+LOG_LINES_DEFAULT = 100
+LOG_LINES_MAX = 10_000
+
+
+# --- status -------------------------------------------------------------
+
+
+STATUS_EXAMPLE = {
+    "ok": True,
+    "active_tunnels": 3,
+    "desired_tunnels": 4,
+    "workers": [{"node": "web-1", "last_seen": "2026-06-01T12:00:00Z", "tunnels": 3}],
+    "version": "0.1.0",
+}
+
+
+class StatusView(APIView):
+    """Health check for load balancers; no authentication, two queries."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    # A load balancer polls this; it is cheap and must not start answering 429.
+    throttle_classes: list = []
+
+    @extend_schema(
+        tags=["status"],
+        summary="Health check",
+        auth=[],
+        responses={
+            200: OpenApiResponse(s.StatusSerializer, description="A worker is alive and the database answers."),
+            503: OpenApiResponse(s.StatusSerializer, description="`ok` false: no live worker, or no database."),
+        },
+        examples=[OpenApiExample("healthy", value=STATUS_EXAMPLE, response_only=True, status_codes=["200"])],
+    )
+    def get(self, request) -> Response:
+        try:
+            body = self._body()
+        except DatabaseError:
+            body = {
+                "ok": False,
+                "active_tunnels": 0,
+                "desired_tunnels": 0,
+                "workers": [],
+                "version": settings.VERSION,
+                "error": "database unreachable",
+            }
+        return Response(body, status=status.HTTP_200_OK if body["ok"] else status.HTTP_503_SERVICE_UNAVAILABLE)
+
+    @staticmethod
+    def _body() -> dict[str, Any]:
+        per_node = (
+            Tunnel.objects.order_by()
+            .values("node")
+            .annotate(
+                active=Count("id", filter=Q(status=Status.RUNNING)),
+                desired=Count("id", filter=Q(desired_state=Desired.RUNNING)),
+            )
+        )
+        counts = {row["node"]: row for row in per_node}
+        workers = [
+            {
+                "node": name,
+                "last_seen": s.DATETIME.to_representation(seen),
+                "tunnels": counts.get(name, {}).get("active", 0),
+            }
+            for name, seen in services.live_workers().order_by("name").values_list("name", "last_seen")
+        ]
+        body = {
+            "ok": bool(workers),
+            "active_tunnels": sum(row["active"] for row in counts.values()),
+            "desired_tunnels": sum(row["desired"] for row in counts.values()),
+            "workers": workers,
+            "version": settings.VERSION,
+        }
+        if not workers:
+            body["error"] = f"no worker has reported within {settings.WORKER_LEASE_SECONDS} s"
+        return body
+
+
+# --- tunnels ------------------------------------------------------------
+
+
+def request_body(request) -> Any:
+    """The request body as the service layer expects it: a JSON object (form posts become one)."""
+    data = request.data
+    return data.dict() if isinstance(data, QueryDict) else data
+
+
+def tail(path, lines: int) -> str:
+    # The worker caps log files (LOG_MAX_BYTES), so one pass over the file is bounded.
+    with open(path, "rb") as handle:
+        last = deque(handle, maxlen=lines)
+    return b"".join(last).decode("utf-8", errors="replace")
+
+
+TUNNEL_EXAMPLE = {
+    "id": "5f0f8a8e-7d3c-4a58-9a7e-2f1d4c0b9e11",
+    "name": "dockge@tempest",
+    "owner": "alice",
+    "remote_host": "oaklight.tempest",
+    "remote_port": "5001",
+    "local_port": "55001",
+    "direction": "remote_to_local",
+    "interactive": False,
+    "ssh_port": None,
+    "auto_restart": True,
+    "desired_state": "running",
+    "status": "running",
+    "pid": 12345,
+    "last_error": "",
+    "restart_count": 0,
+    "connected_since": "2026-06-01T12:00:00Z",
+    "node": "web-1",
+    "hash": "fc3cce1090fec9102e4dd5e3c482b1e1",
+    "listen": "127.0.0.1:55001",
+    "created_at": "2026-06-01T11:59:58Z",
+    "updated_at": "2026-06-01T12:00:00Z",
+}
+TUNNEL_REQUEST_EXAMPLE = OpenApiExample(
+    "ssh -L",
+    value={"name": "dockge@tempest", "remote_host": "oaklight.tempest", "remote_port": "5001", "local_port": "55001"},
+    request_only=True,
+)
+ID_PARAM = OpenApiParameter("id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="The tunnel's id.")
+ACTION_RESPONSES = {200: s.TunnelActionSerializer, 400: BAD_REQUEST, 404: NOT_FOUND, **COMMON_ERRORS}
+
+
+def _action_schema(summary: str, conflict: bool) -> Any:
+    responses = dict(ACTION_RESPONSES)
+    if conflict:
+        responses[409] = CONFLICT
+    return extend_schema(summary=summary, request=None, parameters=[ID_PARAM, WAIT_PARAM], responses=responses)
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="List tunnels",
+        responses={200: s.TunnelSerializer(many=True), 400: BAD_REQUEST, **COMMON_ERRORS},
+    ),
+    retrieve=extend_schema(
+        summary="Get a tunnel",
+        parameters=[ID_PARAM],
+        responses={200: s.TunnelSerializer, 404: NOT_FOUND, **COMMON_ERRORS},
+        examples=[OpenApiExample("running", value=TUNNEL_EXAMPLE, response_only=True)],
+    ),
+    create=extend_schema(
+        summary="Create a tunnel",
+        request=s.TunnelCreateSerializer,
+        responses={201: s.TunnelSerializer, 400: BAD_REQUEST, 409: CONFLICT, **COMMON_ERRORS},
+        examples=[TUNNEL_REQUEST_EXAMPLE],
+    ),
+    update=extend_schema(
+        summary="Replace a tunnel's configuration",
+        description="Fields left out get their defaults. A running tunnel restarts with the new configuration.",
+        parameters=[ID_PARAM],
+        request=s.TunnelWriteSerializer,
+        responses={200: s.TunnelSerializer, 400: BAD_REQUEST, 404: NOT_FOUND, 409: CONFLICT, **COMMON_ERRORS},
+    ),
+    partial_update=extend_schema(
+        summary="Change some fields of a tunnel",
+        parameters=[ID_PARAM],
+        request=s.TunnelWriteSerializer,
+        responses={200: s.TunnelSerializer, 400: BAD_REQUEST, 404: NOT_FOUND, 409: CONFLICT, **COMMON_ERRORS},
+    ),
+    destroy=extend_schema(
+        summary="Delete a tunnel",
+        description="The worker stops its process; the configuration is backed up first and history is kept.",
+        parameters=[ID_PARAM],
+        responses={204: None, 404: NOT_FOUND, **COMMON_ERRORS},
+    ),
+)
+@extend_schema(tags=["tunnels"])
+class TunnelViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    OwnedViewSet,
+):
+    """Tunnels: configuration, desired state and what the worker observes."""
+
+    serializer_class = s.TunnelSerializer
+    pagination_class = TotalEntriesPagination
+    filter_backends = [TunnelFilter, filters.SearchFilter, filters.OrderingFilter]
+    search_fields = ["name", "remote_host", "remote_port", "local_port", "hash"]
+    ordering_fields = ["name", "created_at", "updated_at", "status", "desired_state", "local_port", "restart_count"]
+    ordering = ["created_at", "id"]
+    lookup_field = "uuid"
+    lookup_url_kwarg = "id"
+    # Anything up to the next "/" reaches the view, so a malformed id is a JSON 404, not Django's HTML page.
+    lookup_value_regex = "[^/]+"
+    required_scopes = {
+        "start": "operate",
+        "stop": "operate",
+        "restart": "operate",
+        "create": "write",
+        "update": "write",
+        "partial_update": "write",
+        "destroy": "write",
+        "logs": "read",
+        "sessions": "read",
+    }
+
+    def scoped_queryset(self):
+        queryset = visible_tunnels(self.request).select_related("owner")
+        if self.action == "list":
+            # Only what an item shows: building 100 full Tunnel+User rows is most of a page's cost.
+            queryset = queryset.only(*LIST_COLUMNS)
+        return queryset
+
+    def create(self, request) -> Response:
+        data = request_body(request)
+        start = None
+        if isinstance(data, dict) and data.get("desired_state") not in (None, ""):
+            if data["desired_state"] not in Desired.values:
+                raise ValidationError({"desired_state": [f"must be one of {', '.join(Desired.values)}"]})
+            start = data["desired_state"] == Desired.RUNNING
+        tunnel = services.create_tunnel(request.user, data, Actor.from_request(request), start=start)
+        return Response(s.TunnelSerializer(tunnel).data, status=status.HTTP_201_CREATED)
+
+    def update(self, request, id=None, partial: bool = False) -> Response:
+        tunnel = services.update_tunnel(
+            self.get_object(), request_body(request), Actor.from_request(request), partial=partial
+        )
+        return Response(s.TunnelSerializer(tunnel).data)
+
+    def partial_update(self, request, id=None) -> Response:
+        return self.update(request, id, partial=True)
+
+    def destroy(self, request, id=None) -> Response:
+        services.delete_tunnel(self.get_object(), Actor.from_request(request))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    # --- desired state ---
+
+    @_action_schema("Start a tunnel", conflict=True)
+    @action(detail=True, methods=["post"])
+    def start(self, request, id=None) -> Response:
+        tunnel = self.get_object()
+        services.request_start(tunnel, Actor.from_request(request))
+        return self._outcome(tunnel, want_running=True)
+
+    @_action_schema("Stop a tunnel", conflict=False)
+    @action(detail=True, methods=["post"])
+    def stop(self, request, id=None) -> Response:
+        tunnel = self.get_object()
+        services.request_stop(tunnel, Actor.from_request(request))
+        return self._outcome(tunnel, want_running=False)
+
+    @_action_schema("Restart a tunnel", conflict=True)
+    @action(detail=True, methods=["post"])
+    def restart(self, request, id=None) -> Response:
+        tunnel = self.get_object()
+        services.request_restart(tunnel, Actor.from_request(request))
+        return self._outcome(tunnel, want_running=True)
+
+    def _outcome(self, tunnel: Tunnel, want_running: bool) -> Response:
+        wait = wait_seconds(self.request)
+        tunnel.output = services.wait_for_outcome(tunnel, want_running, wait)
+        return Response(s.TunnelActionSerializer(tunnel).data)
+
+    # --- what happened ---
+
+    @extend_schema(
+        summary="The tunnel's log",
+        parameters=[
+            ID_PARAM,
+            OpenApiParameter(
+                "lines", int, description=f"Last lines to return (default {LOG_LINES_DEFAULT}, max {LOG_LINES_MAX})."
+            ),
+            OpenApiParameter("download", bool, description="`1`/`true`: the whole file as text/plain."),
+        ],
+        responses={
+            (200, "application/json"): s.TunnelLogSerializer,
+            (200, "text/plain"): OpenApiResponse(OpenApiTypes.STR, description="With `download=1`: the whole log."),
+            400: BAD_REQUEST,
+            404: OpenApiResponse(s.ErrorSerializer, description="No such tunnel, or no log written yet."),
+            **COMMON_ERRORS,
+        },
+    )
+    @action(detail=True, methods=["get"])
+    def logs(self, request, id=None):
+        tunnel = self.get_object()
+        lines = positive_int(request, "lines", LOG_LINES_DEFAULT, LOG_LINES_MAX)
+        path = tunnel.log_path
+        if not path.is_file():
+            raise NotFound(f"Log file not found for tunnel: {tunnel.uuid}")
+        if flag(request, "download"):
+            return FileResponse(
+                open(path, "rb"),  # FileResponse closes it
+                as_attachment=True,
+                filename=path.name,
+                content_type="text/plain; charset=utf-8",
+            )
+        log = tail(path, lines)
+        body = {"id": tunnel.uuid, "hash": tunnel.hash, "lines": log.count("\n"), "size": path.stat().st_size}
+        return Response(s.TunnelLogSerializer({**body, "log": log}).data)
+
+    @extend_schema(
+        summary="The tunnel's sessions (process lifetimes)",
+        parameters=[ID_PARAM],
+        responses={200: s.HistoryEntrySerializer(many=True), 404: NOT_FOUND, **COMMON_ERRORS},
+    )
+    @action(detail=True, methods=["get"], filter_backends=[])
+    def sessions(self, request, id=None) -> Response:
+        tunnel = self.get_object()
+        queryset = (
+            TunnelSession.objects.filter(tunnel_uuid=tunnel.uuid, owner_id=tunnel.owner_id)
+            .select_related("owner")
+            .order_by("-started_at", "-id")
+        )
+        page = self.paginate_queryset(queryset)
+        return self.get_paginated_response(s.HistoryEntrySerializer(page, many=True).data)
+
+
+# --- history ------------------------------------------------------------
+
+
+HISTORY_EXAMPLE = {
+    "id": "0b6c1c57-4a8e-4f4e-a6a4-6f1e3c7b8d90",
+    "tunnel_id": "5f0f8a8e-7d3c-4a58-9a7e-2f1d4c0b9e11",
+    "name": "dockge@tempest",
+    "hash": "fc3cce1090fec9102e4dd5e3c482b1e1",
+    "direction": "remote_to_local",
+    "label": "127.0.0.1:55001",
+    "listen": "127.0.0.1:55001",
+    "owner": "alice",
+    "node": "web-1",
+    "pid": 12345,
+    "session_id": "0b6c1c57-4a8e-4f4e-a6a4-6f1e3c7b8d90",
+    "token_id": "9a1f6a0e-2b7c-4d0f-8e55-3c2b1a0f9e88",
+    "token_label": "ci-deploy",
+    "registered_at": "2026-06-01T12:00:00Z",
+    "unregistered_at": "2026-06-01T12:45:00Z",
+    "exit_reason": "stopped_by_user",
+    "exit_detail": "",
+}
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="Tunnel history (newest first)",
+        responses={200: s.HistoryEntrySerializer(many=True), 400: BAD_REQUEST, **COMMON_ERRORS},
+        examples=[OpenApiExample("one session", value=HISTORY_EXAMPLE, response_only=True)],
+    )
+)
+@extend_schema(tags=["history"])
+class HistoryViewSet(mixins.ListModelMixin, OwnedViewSet):
+    """One entry per process lifetime of a tunnel, kept after the tunnel is deleted."""
+
+    serializer_class = s.HistoryEntrySerializer
+    pagination_class = TotalEntriesPagination
+    filter_backends = [HistoryFilter]
+
+    def scoped_queryset(self):
+        queryset = TunnelSession.objects.select_related("owner").order_by("-started_at", "-id")
+        return visible_owned(queryset, self.request)
+
+
+# --- backups ------------------------------------------------------------
+
+
+BACKUP_ID = OpenApiParameter("id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="The backup's id.")
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="List configuration backups", responses={200: s.BackupSerializer(many=True), **COMMON_ERRORS}
+    ),
+    retrieve=extend_schema(
+        summary="A backup with its tunnels",
+        parameters=[BACKUP_ID],
+        responses={200: s.BackupDetailSerializer, 404: NOT_FOUND, **COMMON_ERRORS},
+    ),
+)
+@extend_schema(tags=["backups"])
+class BackupViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OwnedViewSet):
+    """Snapshots of a user's tunnel configuration, taken before every change."""
+
+    pagination_class = TotalEntriesPagination
+    filter_backends = [BackupFilter]
+    lookup_url_kwarg = "id"
+    lookup_value_regex = "[^/]+"
+    required_scopes = {"restore": "write"}
+
+    def scoped_queryset(self):
+        queryset = ConfigBackup.objects.select_related("owner", "actor").order_by("-created_at", "-id")
+        return visible_owned(queryset, self.request)
+
+    def get_serializer_class(self):
+        return s.BackupDetailSerializer if self.action == "retrieve" else s.BackupSerializer
+
+    @extend_schema(
+        summary="Restore a backup",
+        description="Replaces the owner's whole configuration with the backup's (the current one is backed up "
+        "first). Unchanged tunnels keep running.",
+        parameters=[BACKUP_ID],
+        request=None,
+        responses={200: s.RestoreResultSerializer, 400: BAD_REQUEST, 404: NOT_FOUND, 409: CONFLICT, **COMMON_ERRORS},
+    )
+    @action(detail=True, methods=["post"])
+    def restore(self, request, id=None) -> Response:
+        backup = self.get_object()
+        services.restore_backup(backup, Actor.from_request(request))
+        tunnels = Tunnel.objects.owned_by(backup.owner).select_related("owner")
+        body = {
+            "message": f"Configuration restored from backup {backup.id}",
+            "tunnels": s.TunnelSerializer(tunnels, many=True).data,
+        }
+        return Response(body)

@@ -1,0 +1,305 @@
+"""Starting, finding and stopping tunnel processes (used by the worker only).
+
+A tunnel runs as ``autossh`` (which runs ``ssh``) in a session of its own, so
+the pair is one process group. Processes carry the tunnel's uuid and the data
+dir in their environment; ``scan`` finds them again with one psutil pass, and
+(pid, create time) pairs make sure a recycled PID is never taken for a tunnel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+from django.conf import settings
+from django.utils import timezone
+
+from tunnels.ssh import DATA_DIR_ENV, GENERATION_ENV, MARKER_ENV, NODE_ENV
+
+logger = logging.getLogger("tunnelsite.worker")
+
+TUNNEL_NAMES = ("autossh", "ssh")
+STOP_GRACE = 3.0
+PR_SET_CHILD_SUBREAPER = 36
+
+
+@dataclass
+class Found:
+    """One live tunnel process group as seen by ``scan``."""
+
+    uuid: str
+    pid: int  # autossh, or an ssh left behind by a killed autossh (then ``orphan``)
+    create_time: float
+    pgid: int
+    node: str = ""
+    generation: int | None = None
+    orphan: bool = False
+    ssh_pids: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Marker:
+    uuid: str
+    data_dir: str
+    node: str
+    generation: int | None
+
+
+class Scanner:
+    """Finds tunnel processes of one data dir; remembers what it read per (pid, create time).
+
+    A process's environment never changes, so it is read once per process,
+    not once per pass.
+    """
+
+    def __init__(self, data_dir: Path | str | None = None) -> None:
+        self.data_dir = str(data_dir or settings.DATA_DIR)
+        self._markers: dict[tuple[int, float], Marker | None] = {}
+
+    def scan(self) -> dict[str, list[Found]]:
+        rows = []
+        for proc in psutil.process_iter(["pid", "ppid", "name", "create_time", "status"]):
+            info = proc.info
+            if info["name"] in TUNNEL_NAMES and info["status"] != psutil.STATUS_ZOMBIE:
+                rows.append(info)
+        seen = set()
+        marked: dict[int, tuple[dict, Marker]] = {}
+        for info in rows:
+            key = (info["pid"], info["create_time"])
+            seen.add(key)
+            if key not in self._markers:
+                self._markers[key] = _read_marker(info["pid"])
+            marker = self._markers[key]
+            if marker is not None and marker.data_dir == self.data_dir:
+                marked[info["pid"]] = (info, marker)
+        # Forget processes that are gone, so the cache stays as small as the process table.
+        self._markers = {k: v for k, v in self._markers.items() if k in seen}
+        return _group(marked)
+
+
+def _read_marker(pid: int) -> Marker | None:
+    try:
+        env = psutil.Process(pid).environ()
+    except (psutil.Error, OSError):
+        return None
+    uuid = env.get(MARKER_ENV)
+    if not uuid:
+        return None
+    generation = env.get(GENERATION_ENV)
+    return Marker(
+        uuid=uuid,
+        data_dir=env.get(DATA_DIR_ENV, ""),
+        node=env.get(NODE_ENV, ""),
+        generation=int(generation) if generation and generation.isdigit() else None,
+    )
+
+
+def _group(marked: dict[int, tuple[dict, Marker]]) -> dict[str, list[Found]]:
+    """autossh processes with their ssh children; an ssh without a marked parent is an orphan."""
+    result: dict[str, list[Found]] = {}
+    by_pid: dict[int, Found] = {}
+    for pid, (info, marker) in marked.items():
+        if info["name"] == "autossh":
+            found = Found(marker.uuid, pid, info["create_time"], _pgid(pid), marker.node, marker.generation)
+            by_pid[pid] = found
+            result.setdefault(marker.uuid, []).append(found)
+    for pid, (info, marker) in marked.items():
+        if info["name"] != "ssh":
+            continue
+        parent = by_pid.get(info["ppid"])
+        if parent is not None:
+            parent.ssh_pids.append(pid)
+        else:
+            found = Found(marker.uuid, pid, info["create_time"], _pgid(pid), marker.node, marker.generation, True)
+            result.setdefault(marker.uuid, []).append(found)
+    return result
+
+
+def _pgid(pid: int) -> int:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return pid
+
+
+# --- starting ------------------------------------------------------------
+
+
+def rotate_log(path: Path) -> None:
+    """Keep a log under LOG_MAX_BYTES: copy it to ``.1`` and truncate in place.
+
+    Copy-and-truncate (not rename) because a running autossh keeps the file
+    open; it writes with O_APPEND, so it simply continues at the new end.
+    """
+    try:
+        if path.stat().st_size <= settings.LOG_MAX_BYTES:
+            return
+    except FileNotFoundError:
+        return
+    shutil.copyfile(path, path.with_name(path.name + ".1"))
+    with open(path, "r+b") as handle:
+        handle.truncate(0)
+
+
+def start(argv: list[str], env: dict[str, str], log_path: Path) -> tuple[subprocess.Popen, int]:
+    """Start a tunnel in its own session; returns the process and the log offset its output begins at."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    rotate_log(log_path)
+    with open(log_path, "ab") as log:
+        log.write(f"=== {timezone.now():%Y-%m-%d %H:%M:%S%z} starting: {' '.join(argv)}\n".encode())
+        log.flush()
+        offset = log.tell()
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=str(settings.DATA_DIR),
+            start_new_session=True,
+            close_fds=True,
+        )
+    return proc, offset
+
+
+def read_log(path: Path, offset: int, limit: int = 16384) -> tuple[str, int]:
+    """Text written to ``path`` since ``offset`` (at most the last ``limit`` bytes) and the new offset."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return "", 0
+    if size < offset:  # rotated (truncated) since we last looked
+        offset = 0
+    if size == offset:
+        return "", offset
+    with open(path, "rb") as handle:
+        handle.seek(max(offset, size - limit))
+        data = handle.read(size - max(offset, size - limit))
+    return data.decode("utf-8", "replace"), size
+
+
+def tail(path: Path, limit: int = 4096) -> str:
+    return read_log(path, 0, limit)[0]
+
+
+# --- liveness and stopping -------------------------------------------------
+
+
+def same_process(pid: int, create_time: float | None) -> bool:
+    """True if ``pid`` is still the process that had ``create_time`` (and not a zombie)."""
+    try:
+        proc = psutil.Process(pid)
+        if create_time is not None and abs(proc.create_time() - create_time) > 0.01:
+            return False
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def create_time(pid: int) -> float | None:
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+def stop_group(
+    pgid: int,
+    pids: list[tuple[int, float | None]],
+    popen: subprocess.Popen | None = None,
+    *,
+    reap_orphans: bool = False,
+) -> bool:
+    """SIGTERM the group, SIGKILL after a grace period; True once every listed pid is gone.
+
+    Only a pgid taken from a process verified by (pid, create time) is
+    signalled: Linux does not reuse an id while its group still has members.
+    """
+    _killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE
+    while time.monotonic() < deadline:
+        _reap_listed(popen, pids, reap_orphans)
+        if not any(same_process(pid, ctime) for pid, ctime in pids):
+            break
+        time.sleep(0.02)
+    _killpg(pgid, signal.SIGKILL)
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        _reap_listed(popen, pids, reap_orphans)
+        if not any(same_process(pid, ctime) for pid, ctime in pids):
+            return True
+        time.sleep(0.02)
+    logger.error("process group %s did not exit after SIGKILL", pgid)
+    return False
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _reap_listed(popen: subprocess.Popen | None, pids: list[tuple[int, float | None]], orphans: bool) -> None:
+    """Reap the processes being stopped if they are our children (only those: never steal others' statuses)."""
+    if popen is not None:
+        popen.poll()
+    for pid, _ in pids:
+        if popen is not None and pid == popen.pid:
+            continue
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(pid, os.WNOHANG)
+    if orphans:
+        reap(orphans=True)
+
+
+def reap(popen: subprocess.Popen | None = None, *, orphans: bool = False) -> None:
+    """Collect exit statuses: of ``popen`` and (in the worker) of orphaned ssh re-parented to it."""
+    if popen is not None:
+        popen.poll()
+    while orphans:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def become_subreaper(enable: bool = True) -> None:
+    """Ask Linux to re-parent orphaned descendants to the worker so they can be reaped.
+
+    When autossh is killed its ssh child is orphaned; without this it would
+    become a zombie of an init that may not reap (as in some containers).
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 1 if enable else 0, 0, 0, 0)
+    except (OSError, AttributeError):
+        logger.info("could not become a child subreaper; orphaned ssh processes are reaped by init")
+
+
+def reap_zombie_tunnels() -> None:
+    """Reap this process's dead autossh/ssh children (only those: others' exit statuses are left alone)."""
+    for child in psutil.Process().children():
+        try:
+            if child.name() in TUNNEL_NAMES and child.status() == psutil.STATUS_ZOMBIE:
+                os.waitpid(child.pid, os.WNOHANG)
+        except (psutil.Error, ChildProcessError):
+            continue
+
+
+def listening_on(pid: int, port: int) -> bool:
+    """True if process ``pid`` holds a listening TCP socket on ``port``."""
+    try:
+        connections = psutil.Process(pid).net_connections(kind="tcp")
+    except psutil.Error:
+        return False
+    return any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in connections)
