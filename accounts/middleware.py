@@ -22,7 +22,14 @@ logger = logging.getLogger("tunnelsite.requests")
 COMPAT_ROOTS = ("/list", "/status", "/start", "/stop", "/edit", "/delete", "/config", "/logs")
 
 
+# The anonymous health check is polled by load balancers every few seconds;
+# recording it would bury real requests and cost a write per probe.
+NOT_RECORDED = ("/api/v1/status", "/api/v1/status/")
+
+
 def is_recorded(path: str) -> bool:
+    if path in NOT_RECORDED:
+        return False
     if path.startswith("/api/"):
         return True
     return any(path == root or path.startswith(root + "/") for root in COMPAT_ROOTS)
@@ -57,9 +64,10 @@ def row_for(request: HttpRequest, status: int, duration_ms: float) -> dict:
         "token_label": (info.label if info else "")[:100],
         "auth_method": info.method if info else "",
         "method": (request.method or "")[:10],
-        "path": request.path[:500],
+        # PostgreSQL text cannot hold NUL; such requests are refused but still recorded.
+        "path": request.path.replace("\x00", "")[:500],
         "status": status,
         "duration_ms": round(duration_ms, 3),
         "client_address": request.META.get("REMOTE_ADDR") or None,
-        "user_agent": request.headers.get("User-Agent", "")[:300],
+        "user_agent": request.headers.get("User-Agent", "").replace("\x00", "")[:300],
     }

@@ -20,18 +20,9 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
-import signal
-import statistics
-import subprocess
-import sys
 import tempfile
-import threading
-import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-PY = sys.executable
+from harness import HOST, UNTHROTTLED, arguments, bench_env, drive, fixed, gunicorn, manage
 
 SETUP = """
 from django.contrib.auth import get_user_model
@@ -73,114 +64,24 @@ print((time.perf_counter() - started) / 500 * 1e6)
 """
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def manage(env: dict, *args: str) -> str:
-    return subprocess.run(
-        [PY, "manage.py", *args], cwd=ROOT, env=env, check=True, capture_output=True, text=True
-    ).stdout
-
-
-def wait_listening(port: int, proc: subprocess.Popen, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit("gunicorn exited early")
-        try:
-            http.client.HTTPConnection("127.0.0.1", port, timeout=1).request("GET", "/api/v1/")
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit("gunicorn did not start")
-
-
-def drive(port: int, method: str, path: str, headers: dict, seconds: float, threads: int) -> dict:
-    latencies: list[float] = []
-    statuses: dict[int, int] = {}
-    lock = threading.Lock()
-    stop_at = time.monotonic() + seconds
-
-    def worker() -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        mine: list[float] = []
-        seen: dict[int, int] = {}
-        while time.monotonic() < stop_at:
-            started = time.perf_counter()
-            conn.request(method, path, headers=headers)
-            response = conn.getresponse()
-            response.read()
-            mine.append(time.perf_counter() - started)
-            seen[response.status] = seen.get(response.status, 0) + 1
-            if response.getheader("Connection", "").lower() == "close":
-                conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        with lock:
-            latencies.extend(mine)
-            for code, count in seen.items():
-                statuses[code] = statuses.get(code, 0) + count
-
-    pool = [threading.Thread(target=worker) for _ in range(threads)]
-    for thread in pool:
-        thread.start()
-    for thread in pool:
-        thread.join()
-    latencies.sort()
-    return {
-        "rps": len(latencies) / seconds,
-        "p50": statistics.median(latencies) * 1000,
-        "p99": latencies[int(len(latencies) * 0.99) - 1] * 1000,
-        "statuses": statuses,
-    }
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) - 1))
-    args = parser.parse_args()
+    args = arguments(__doc__).parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-auth-") as data:
-        env = {
-            **os.environ,
-            "TUNNELSITE_DATA_DIR": data,
-            "TUNNELSITE_THROTTLE_USER": "100000000/minute",
-            "TUNNELSITE_THROTTLE_ANON": "100000000/minute",
-            "LOG_LEVEL": "ERROR",  # 401s would log a warning per request
-        }
-        env.pop("DATABASE_URL", None)
+        env = bench_env(data, {"TUNNELSITE_THROTTLE_ANON": UNTHROTTLED})  # anon-401 and no-auth are anonymous
         manage(env, "migrate", "--noinput")
         raw, session_key = manage(env, "shell", "-c", SETUP).split()[-2:]
         auth_us, insert_us = map(float, manage(env, "shell", "-c", IN_PROCESS.format(raw=raw)).split()[-2:])
-        port = free_port()
-        gunicorn = subprocess.Popen(
-            [str(Path(PY).parent / "gunicorn"), "tunnelsite.wsgi", "--bind", f"127.0.0.1:{port}",
-             "--workers", "1", "--threads", "4", "--worker-class", "gthread", "--no-control-socket",
-             "--log-level", "warning"],
-            cwd=ROOT, env=env, start_new_session=True, stderr=open(Path(data) / "gunicorn.log", "w"),
-        )  # fmt: skip
-        try:
-            wait_listening(port, gunicorn)
+        with gunicorn(env, data, probe=("GET", "/api/v1/")) as port:
             run_modes(port, raw, session_key, args, auth_us)
             print(f"request-history INSERT in-process (SQLite, autocommit): {insert_us:.0f} us per row")
-        finally:
-            os.killpg(gunicorn.pid, signal.SIGTERM)
-            try:
-                gunicorn.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(gunicorn.pid, signal.SIGKILL)
-                gunicorn.wait()
 
 
-def run_modes(port: int, raw: str, session_key: str, args, auth_us: float) -> None:
+def run_modes(port: int, raw: str, session_key: str, args: argparse.Namespace, auth_us: float) -> None:
     me = "/api/v1/users/me/"
-    probe = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    probe = http.client.HTTPConnection(HOST, port, timeout=5)
     probe.request("GET", "/api/v1/status")
     has_status = probe.getresponse().status == 200
+    probe.close()
     status_mode = ("GET", "/api/v1/status") if has_status else ("OPTIONS", "/api/v1/authentication/auth/")
     modes = {
         "token": ("GET", me, {"Authorization": f"Bearer {raw}"}),
@@ -188,18 +89,18 @@ def run_modes(port: int, raw: str, session_key: str, args, auth_us: float) -> No
         "anon-401": ("GET", me, {}),
         "no-auth": (*status_mode, {}),
     }
-    drive(port, "GET", me, {"Authorization": f"Bearer {raw}"}, 1.0, args.threads)  # warm-up
-    results = {name: drive(port, m, p, h, args.seconds, args.threads) for name, (m, p, h) in modes.items()}
+    drive(port, fixed("GET", me, {"Authorization": f"Bearer {raw}"}), 1.0, args.threads)  # warm-up
+    results = {name: drive(port, fixed(*mode), args.seconds, args.threads) for name, mode in modes.items()}
     print(f"gunicorn gthread 1 worker x 4 threads, SQLite, {args.threads} client thread(s), {args.seconds:.0f} s each")
     for name, (method, path, _) in modes.items():
         r = results[name]
         print(
-            f"{name:9} {method:7} {path:32} {r['rps']:8.0f} req/s  p50 {r['p50']:6.2f} ms"
-            f"  p99 {r['p99']:6.2f} ms  {json.dumps(r['statuses'])}"
+            f"{name:9} {method:7} {path:32} {r.rps:8.0f} req/s  p50 {r.p50:6.2f} ms"
+            f"  p99 {r.p99:6.2f} ms  {json.dumps(r.statuses)}"
         )
     print(f"token auth in-process (ApiTokenAuthentication.authenticate): {auth_us:.0f} us per call")
-    print(f"token vs session p50 on /users/me/: {results['token']['p50'] - results['session']['p50']:+.2f} ms")
-    print(f"token /users/me/ vs no-auth endpoint p50: {results['token']['p50'] - results['no-auth']['p50']:+.2f} ms")
+    print(f"token vs session p50 on /users/me/: {results['token'].p50 - results['session'].p50:+.2f} ms")
+    print(f"token /users/me/ vs no-auth endpoint p50: {results['token'].p50 - results['no-auth'].p50:+.2f} ms")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ from rest_framework.test import APIClient
 from accounts import tokens
 from accounts.models import DEFAULT_SCOPES
 from tests import sshd as sshd_mod
-from tests.procs import kill_group
 
 pytest_plugins = ["tests.worker_fixtures"]
 
@@ -83,4 +82,4 @@ def sshd(tmp_path_factory):
         pytest.skip(reason)
     server = sshd_mod.start_sshd(tmp_path_factory.mktemp("sshd"))
     yield server
-    kill_group(server.proc)
+    sshd_mod.stop_sshd(server)

@@ -33,6 +33,23 @@ class SshServer:
         return f"{self.user}@{self.host}"
 
 
+def stop_sshd(server: SshServer) -> None:
+    """Kill connection children first, so the live sshd reaps them (no orphaned zombies)."""
+    import psutil
+
+    try:
+        children = psutil.Process(server.proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        children = []
+    for child in children:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(children, timeout=3)
+    kill_group(server.proc)
+
+
 def available() -> str | None:
     """None when a real sshd can run here, else why not."""
     if not Path(SSHD).exists():

@@ -344,7 +344,7 @@ def test_every_change_leaves_one_more_backup(owner, owner_client, data_dir):
 
 def test_backup_holds_the_configuration_before_the_change(owner, owner_client, data_dir):
     tunnel = make_tunnel(owner)
-    before = config_of(owner)
+    before = [t.backup_dict() for t in Tunnel.objects.filter(owner=owner)]
     owner_client.post("/config", {"tunnels": []}, format="json")
     backup = ConfigBackup.objects.filter(owner=owner).first()
     assert backup.tunnels == before

@@ -116,3 +116,8 @@ def test_list_query_count_is_constant(owner, django_assert_num_queries):
     # auth lookup, count, page (users joined), history insert
     with django_assert_num_queries(4):
         assert len(client.get(URL).json()["entries"]) == 10
+
+
+def test_health_check_is_not_recorded(client):
+    client.get("/api/v1/status")
+    assert not ApiRequest.objects.filter(path__startswith="/api/v1/status").exists()

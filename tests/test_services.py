@@ -184,3 +184,11 @@ def test_quota_port_range_and_bind(owner, staff):
         make_tunnel(owner, local_port="0.0.0.0:18080")
     assert Tunnel.objects.count() == 0
     make_tunnel(staff, local_port="0.0.0.0:80")  # staff are exempt
+
+
+def test_restore_keeps_ssh_port_and_auto_restart(owner):
+    tunnel = make_tunnel(owner, ssh_port=2222, auto_restart=False)
+    services.delete_tunnel(tunnel)
+    services.restore_backup(ConfigBackup.objects.first())
+    restored = Tunnel.objects.get()
+    assert (restored.ssh_port, restored.auto_restart) == (2222, False)

@@ -72,6 +72,7 @@ def test_database_config_defaults_to_sqlite_with_wal(tmp_path):
     assert config["ENGINE"] == "django.db.backends.sqlite3"
     assert "journal_mode=WAL" in config["OPTIONS"]["init_command"]
     assert config["OPTIONS"]["transaction_mode"] == "IMMEDIATE"
+    assert config["CONN_MAX_AGE"] > 0
 
 
 def test_database_config_postgres_url(tmp_path):

@@ -153,6 +153,10 @@ class Tunnel(models.Model):
             "hash": self.hash,
         }
 
+    def backup_dict(self) -> dict:
+        """What a backup keeps: the compat fields plus tunnelsite's own, so a restore loses nothing."""
+        return {**self.compat_dict(), "ssh_port": self.ssh_port, "auto_restart": self.auto_restart}
+
 
 class ExitReason(models.TextChoices):
     STOPPED_BY_USER = "stopped_by_user", "stopped by user"

@@ -144,7 +144,7 @@ def _lock_owner(owner) -> None:
 
 def snapshot(owner, reason: str, actor: Actor = SYSTEM) -> ConfigBackup:
     """Back up ``owner``'s configuration: a ConfigBackup row and a timestamped file."""
-    tunnels = [t.compat_dict() for t in Tunnel.objects.owned_by(owner).order_by("created_at", "id")]
+    tunnels = [t.backup_dict() for t in Tunnel.objects.owned_by(owner).order_by("created_at", "id")]
     now = timezone.now()
     backup_id = uuid.uuid4()
     # Microseconds plus a slice of the id: two backups in one second never collide.

@@ -113,7 +113,14 @@ def database_config(url: str | None, data_dir: Path) -> dict:
         except Exception as exc:  # dj_database_url raises bare ValueError/KeyError
             raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {exc}") from None
     else:
-        config = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(data_dir / "tunnelsite.sqlite3")}
+        config = {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": str(data_dir / "tunnelsite.sqlite3"),
+            # Reuse connections: opening SQLite and running the PRAGMAs below on
+            # every request costs more than most API views themselves.
+            "CONN_MAX_AGE": 600,
+            "CONN_HEALTH_CHECKS": True,
+        }
     if config["ENGINE"] == "django.db.backends.sqlite3":
         config.setdefault("OPTIONS", {}).update(
             {

@@ -6,13 +6,11 @@ from django.conf import settings
 from django.contrib.auth import authenticate, get_user_model
 from django.db.models import Count
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -24,6 +22,8 @@ from accounts.permissions import HasScope, IsStaffAdmin, acts_as_admin
 from accounts.throttles import AnonThrottle, LoginAddressThrottle, LoginUsernameThrottle
 from tunnels.models import Tunnel
 from tunnelsite.api import error_response
+from tunnelsite.pagination import TotalEntriesPagination
+from tunnelsite.params import parse_since
 
 User = get_user_model()
 ERROR = OpenApiResponse(description='`{"error": "..."}`')
@@ -154,23 +154,6 @@ class MeView(APIView):
         return Response(s.MeSerializer(user, context={"request": request, "usage": usage}).data)
 
 
-class HistoryPagination(LimitOffsetPagination):
-    """``limit``/``offset`` → ``{"total": N, "entries": [...]}`` (rustunnel's history shape)."""
-
-    default_limit = 50
-    max_limit = 500
-
-    def get_paginated_response(self, data) -> Response:
-        return Response({"total": self.count, "entries": data})
-
-    def get_paginated_response_schema(self, schema: dict) -> dict:
-        return {
-            "type": "object",
-            "required": ["total", "entries"],
-            "properties": {"total": {"type": "integer"}, "entries": schema},
-        }
-
-
 @extend_schema_view(
     list=extend_schema(
         parameters=[
@@ -186,7 +169,7 @@ class ApiRequestViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     """Request history, newest first. Your own requests; staff with the admin scope see everyone's."""
 
     serializer_class = s.ApiRequestSerializer
-    pagination_class = HistoryPagination
+    pagination_class = TotalEntriesPagination
 
     def get_queryset(self):
         queryset = _scoped(ApiRequest.objects.select_related("user"), self.request)
@@ -197,17 +180,16 @@ class ApiRequestViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         if params.get("method"):
             queryset = queryset.filter(method=params["method"].upper())
         if params.get("status"):
-            if not params["status"].isdigit():
-                raise ValidationError({"status": ["must be an integer status code"]})
+            if not (params["status"].isdigit() and 100 <= int(params["status"]) <= 599):
+                raise ValidationError({"status": ["must be an HTTP status code (100-599)"]})
             queryset = queryset.filter(status=int(params["status"]))
         if params.get("path"):
             queryset = queryset.filter(path__startswith=params["path"])
         if params.get("since"):
-            since = parse_datetime(params["since"])
-            if since is None:
-                raise ValidationError({"since": ["must be an ISO-8601 date-time"]})
-            if timezone.is_naive(since):
-                since = timezone.make_aware(since, timezone.get_current_timezone())
+            try:
+                since = parse_since(params["since"])
+            except ValueError as exc:
+                raise ValidationError({"since": [str(exc)]}) from None
             queryset = queryset.filter(created_at__gte=since)
         return queryset
 

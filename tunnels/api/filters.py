@@ -13,13 +13,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db.models import QuerySet
-from django.utils.dateparse import parse_date, parse_datetime
-from django.utils.timezone import is_naive, make_aware
 from rest_framework.exceptions import ValidationError
 from rest_framework.filters import BaseFilterBackend
 
 from accounts.permissions import acts_as_admin
 from tunnels.models import DIRECTIONS, Desired, Status
+from tunnelsite.params import parse_since
 
 
 @dataclass(frozen=True)
@@ -55,16 +54,6 @@ def _uuid(value: str) -> uuid.UUID:
         return uuid.UUID(value)
     except ValueError:
         raise ValueError("expected a tunnel id (UUID)") from None
-
-
-def _since(value: str):
-    moment = parse_datetime(value)
-    if moment is None:
-        day = parse_date(value)
-        if day is None:
-            raise ValueError("expected an ISO-8601 date or date-time, e.g. 2026-01-31T12:00:00Z")
-        moment = parse_datetime(f"{day.isoformat()}T00:00:00")
-    return make_aware(moment) if is_naive(moment) else moment
 
 
 class ParamFilter(BaseFilterBackend):
@@ -119,7 +108,7 @@ class HistoryFilter(ParamFilter):
         Param(
             "tunnel", "tunnel_uuid", "Only this tunnel's sessions (tunnel id, also after deletion).", _uuid, fmt="uuid"
         ),
-        Param("since", "started_at__gte", "Sessions started at or after this time.", _since, fmt="date-time"),
+        Param("since", "started_at__gte", "Sessions started at or after this time.", parse_since, fmt="date-time"),
         OWNER,
     )
 

@@ -43,9 +43,9 @@ from tunnels.api.base import (
     wait_seconds,
 )
 from tunnels.api.filters import BackupFilter, HistoryFilter, TunnelFilter
-from tunnels.api.pagination import TotalEntriesPagination
 from tunnels.models import ConfigBackup, Desired, Status, Tunnel, TunnelSession
 from tunnels.services import Actor
+from tunnelsite.pagination import TotalEntriesPagination
 
 LIST_COLUMNS = (
     *("uuid", "name", "owner__username", "remote_host", "remote_port", "local_port", "direction", "interactive"),

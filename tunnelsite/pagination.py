@@ -1,4 +1,4 @@
-"""One page shape for every list of the REST API v1: ``{"total": N, "entries": [...]}``.
+"""One page shape for every list of the API (tunnels, history, requests): ``{"total": N, "entries": [...]}``.
 
 ``limit``/``offset`` query parameters, as rustunnel's history endpoint.
 """
