@@ -101,3 +101,14 @@ def test_not_throttled(settings):
     WorkerNode.objects.create(name="n1")
     client = APIClient()
     assert [client.get(URL).status_code for _ in range(5)] == [200] * 5
+
+
+def test_answer_is_cached_for_one_second(django_assert_num_queries):
+    import time
+
+    assert APIClient().get(URL).status_code == 503
+    WorkerNode.objects.create(name="late")
+    with django_assert_num_queries(0):
+        assert APIClient().get(URL).status_code == 503  # the cached answer, no query
+    time.sleep(1.1)
+    assert APIClient().get(URL).status_code == 200

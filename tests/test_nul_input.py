@@ -55,3 +55,16 @@ def test_refused_request_is_still_recorded(owner_client):
     owner_client.get("/api/v1/tunnels/?name=%00")
     row = ApiRequest.objects.get(path="/api/v1/tunnels/")
     assert row.status == 400
+
+
+def test_every_operation_documents_the_400():
+    from drf_spectacular.generators import SchemaGenerator
+
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    missing = [
+        f"{method.upper()} {path}"
+        for path, item in schema["paths"].items()
+        for method, operation in item.items()
+        if method in ("get", "put", "post", "patch", "delete") and "400" not in operation["responses"]
+    ]
+    assert missing == []

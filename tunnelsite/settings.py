@@ -164,6 +164,10 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     # Tunnel and session directions are the same choice set: one enum component.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "tunnelsite.schema.document_bad_request",
+    ],
     "ENUM_NAME_OVERRIDES": {"DirectionEnum": "tunnels.models.DIRECTION_CHOICES"},
     "TAGS": [
         {"name": "status", "description": "Health check (no authentication)."},
