@@ -3,9 +3,6 @@
 create via the API → the worker starts it → ``status`` running; ``sessions`` and
 ``history`` show it; ``calls/disconnect`` → error_code 0 and the port closes;
 ``calls/client_status`` → offline.
-
-Needs the reconciler's ``worker`` fixture and ``sshd_tunnel_data(sshd, ...)``
-helper from tests/worker_fixtures.py; skipped (with the reason) until they exist.
 """
 
 from __future__ import annotations
@@ -13,28 +10,13 @@ from __future__ import annotations
 import pytest
 
 from tests.procs import free_port, port_open, wait_for
+from tests.worker_fixtures import sshd_tunnel_data
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
-def _tunnel_data(request, sshd, local_port: int) -> dict:
-    helper = request.getfixturevalue("sshd_tunnel_data")
-    return helper(sshd, local_port=str(local_port)) if callable(helper) else {**helper, "local_port": str(local_port)}
-
-
-@pytest.fixture
-def running_worker(request):
-    try:
-        return request.getfixturevalue("worker")
-    except pytest.FixtureLookupError:
-        pytest.skip("the reconciler's `worker` fixture (tests/worker_fixtures.py) is not available yet")
-
-
-def test_api_drives_a_real_tunnel(request, sshd, running_worker, owner_client):
-    try:
-        data = _tunnel_data(request, sshd, free_port())
-    except pytest.FixtureLookupError:
-        pytest.skip("`sshd_tunnel_data` (tests/worker_fixtures.py) is not available yet")
+def test_api_drives_a_real_tunnel(sshd, worker, owner_client):
+    data = sshd_tunnel_data(sshd, local_port=str(free_port()))
     assert data.get("ssh_port"), "the test sshd listens on a non-default port"
     local_port = int(data["local_port"].rpartition(":")[2])
 

@@ -103,6 +103,13 @@ def test_create_garbage_json_is_400(owner_client):
     assert "error" in response.json()
 
 
+def test_create_with_a_text_body_is_415_and_creates_nothing(owner_client):
+    response = owner_client.generic("POST", URL, "name=x", content_type="text/plain")
+    assert response.status_code == 415
+    assert "text/plain" in response.json()["error"]
+    assert not Tunnel.objects.exists()
+
+
 def test_create_duplicate_is_409(owner_client):
     data = tunnel_data()
     assert owner_client.post(URL, data, format="json").status_code == 201

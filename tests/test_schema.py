@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 import io
+import json
 import re
+from collections.abc import Iterator
+from typing import Any
 
+import jsonschema
 import pytest
 import yaml
 from django.core.management import call_command
+from drf_spectacular.generators import SchemaGenerator
+from drf_spectacular.renderers import OpenApiJsonRenderer
 from rest_framework.test import APIClient
+
+from tunnels.compat.base import CompatView
 
 pytestmark = pytest.mark.django_db
 
 EXTERNAL_URL = re.compile(r"""(?:src|href|url)\s*[=(]\s*["']?\s*(?:https?:)?//""", re.IGNORECASE)
+METHODS = ("get", "put", "post", "patch", "delete")
+# What any authenticated request can meet: bad credentials, a credential without
+# the scope (or a session without CSRF), the request throttle.
+AUTHENTICATED_ERRORS = {"401", "403", "429"}
 
 
 def test_spectacular_validates_without_warnings(tmp_path):
@@ -82,3 +94,125 @@ def test_private_docs_need_login(settings, owner):
     client.force_login(owner)
     assert client.get("/api/docs/").status_code == 200
     assert client.get("/api/schema/").status_code == 200
+
+
+# --- every operation fully documented ----------------------------------
+
+
+@pytest.fixture(scope="module")
+def built_schema() -> dict:
+    # Built in-process, as /api/schema/ serves it, and rendered so it holds plain JSON types.
+    document = SchemaGenerator().get_schema(request=None, public=True)
+    return json.loads(OpenApiJsonRenderer().render(document))
+
+
+def operations(schema: dict) -> Iterator[tuple[str, dict, list[dict]]]:
+    """(``"METHOD /path"``, operation, its parameters including the path item's) for each operation."""
+    for path, item in schema["paths"].items():
+        for method in METHODS:
+            if method in item:
+                operation = item[method]
+                parameters = [*item.get("parameters", []), *operation.get("parameters", [])]
+                yield f"{method.upper()} {path}", operation, parameters
+
+
+def is_authenticated(operation: dict) -> bool:
+    # drf-spectacular writes ``[{}]`` (or nothing) for operations anyone may call.
+    return any(requirement for requirement in operation.get("security", []))
+
+
+def operation_problems(operation: dict, parameters: list[dict]) -> list[str]:
+    """What a reader of /api/docs/ would miss about one operation."""
+    responses = operation.get("responses", {})
+    problems = []
+    if not operation.get("summary"):
+        problems.append("no summary")
+    if set(operation.get("tags", [])) <= {"v1"}:
+        problems.append(f"tags {operation.get('tags')}: name the resource")
+    if is_authenticated(operation) and not AUTHENTICATED_ERRORS <= set(responses):
+        problems.append(f"authenticated but documents no {sorted(AUTHENTICATED_ERRORS - set(responses))}")
+    if any(parameter["in"] == "path" for parameter in parameters) and "404" not in responses:
+        problems.append("has a path parameter but no 404")
+    for code, response in responses.items():
+        if code.startswith("4") and "schema" not in response.get("content", {}).get("application/json", {}):
+            problems.append(f"{code} has no JSON body schema")
+    return problems
+
+
+def test_every_operation_has_summary_tag_and_error_responses(built_schema):
+    problems = [
+        f"{name}: {problem}"
+        for name, operation, parameters in operations(built_schema)
+        for problem in operation_problems(operation, parameters)
+    ]
+    assert not problems, "\n".join(problems)
+
+
+def test_the_completeness_check_catches_each_gap():
+    error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    complete = {
+        "summary": "Get a token",
+        "tags": ["tokens"],
+        "security": [{"apiToken": []}],
+        "responses": {"200": {}, **dict.fromkeys(["401", "403", "404", "429"], error)},
+    }
+    path_parameter = [{"in": "path", "name": "id"}]
+    assert operation_problems(complete, path_parameter) == []
+    gaps = {
+        "no summary": {"summary": ""},
+        "name the resource": {"tags": ["v1"]},
+        "documents no ['401']": {"responses": {"200": {}, **dict.fromkeys(["403", "404", "429"], error)}},
+        "no 404": {"responses": {"200": {}, **dict.fromkeys(["401", "403", "429"], error)}},
+        "403 has no JSON body schema": {"responses": {**complete["responses"], "403": {"description": "Forbidden"}}},
+    }
+    for expected, change in gaps.items():
+        problems = operation_problems({**complete, **change}, path_parameter)
+        assert any(expected in problem for problem in problems), (expected, problems)
+    anonymous = {**complete, "security": [{}], "responses": {"200": {}, "404": error}}
+    assert operation_problems(anonymous, path_parameter) == []
+
+
+def test_compat_operations_describe_themselves_not_their_base_class(built_schema):
+    base_doc = " ".join(CompatView.__doc__.split())
+    for name, operation, _ in operations(built_schema):
+        if "autossh-compat" in operation.get("tags", []):
+            description = " ".join(operation.get("description", "").split())
+            assert description and description != base_doc, name
+
+
+def _json_schema(node: Any) -> Any:
+    """OpenAPI 3.0 ``nullable`` as JSON Schema's ``null`` type, so jsonschema can check examples."""
+    if isinstance(node, list):
+        return [_json_schema(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    converted = {key: _json_schema(value) for key, value in node.items() if key != "nullable"}
+    if node.get("nullable"):
+        if "type" in converted:
+            converted["type"] = [converted["type"], "null"]
+        else:
+            converted = {"anyOf": [converted, {"type": "null"}]}
+    return converted
+
+
+def documented_examples(schema: dict) -> Iterator[tuple[str, Any, dict]]:
+    """(where, example value, the JSON schema it is documented against) for every JSON example."""
+    for name, operation, _ in operations(schema):
+        bodies = {"request": operation.get("requestBody", {}), **operation.get("responses", {})}
+        for where, body in bodies.items():
+            media = body.get("content", {}).get("application/json", {})
+            for title, example in media.get("examples", {}).items():
+                yield f"{name} {where} {title}", example["value"], media["schema"]
+
+
+def test_every_example_matches_its_documented_schema(built_schema):
+    components = _json_schema(built_schema["components"])
+    found = list(documented_examples(built_schema))
+    assert found
+    mismatches = []
+    for where, value, schema in found:
+        validator = jsonschema.Draft7Validator(
+            {**_json_schema(schema), "components": components}, format_checker=jsonschema.Draft7Validator.FORMAT_CHECKER
+        )
+        mismatches += [f"{where}: {problem.message}" for problem in validator.iter_errors(value)]
+    assert not mismatches, "\n".join(mismatches)

@@ -1,4 +1,4 @@
-"""Property-based fuzz of the REST API v1 against its own OpenAPI schema (schemathesis).
+"""Property-based fuzz of the REST API v1 and the compat API against their OpenAPI schema (schemathesis).
 
 Runs in-process through the WSGI app, authenticated as a normal user, with a
 bounded number of examples per operation. Fails on any 5xx, an undocumented
@@ -31,7 +31,8 @@ from tunnels.models import WorkerNode
 
 MAX_EXAMPLES = 20
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
-OUR_PATHS = r"^/api/v1/(status|tunnels|history|backups|calls)"
+# Every documented surface: REST v1 (tunnels and accounts) and the compat API.
+OUR_PATHS = r"^/api/(v1|autossh)/"
 
 
 def _own_schema() -> dict:

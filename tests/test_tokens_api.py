@@ -37,6 +37,12 @@ def test_unknown_scope_is_400(owner_client):
     assert owner_client.post(URL, {"label": "x", "scopes": ["root"]}, format="json").status_code == 400
 
 
+def test_bad_scope_messages_stay_a_flat_list_under_the_field_name(owner_client):
+    # DRF nests list-item errors by index; the v1 error body keeps {"field": ["message", ...]}.
+    response = owner_client.post(URL, {"label": "x", "scopes": ["read", "root"]}, format="json")
+    assert response.json()["fields"] == {"scopes": ['1: "root" is not a valid choice.']}
+
+
 def test_non_staff_cannot_mint_admin_tokens(owner_client):
     response = owner_client.post(URL, {"label": "x", "scopes": ["admin"]}, format="json")
     assert response.status_code == 400

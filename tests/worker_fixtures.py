@@ -52,12 +52,6 @@ def sshd_tunnel_data(sshd, **overrides) -> dict:
     return data
 
 
-@pytest.fixture(name="sshd_tunnel_data")
-def _sshd_tunnel_data_fixture():
-    """The ``sshd_tunnel_data`` helper, for tests that prefer to ask for it as a fixture."""
-    return sshd_tunnel_data
-
-
 def database_url() -> str:
     """The URL of the test database pytest-django created (the worker must use the same one)."""
     config = connection.settings_dict

@@ -30,6 +30,20 @@ class Status(models.TextChoices):
     FAILED = "failed", "failed"
 
 
+def listen_address(direction: str, local_port: str, remote_port: str, remote_host: str) -> str:
+    """Where a tunnel's entry point listens: ``127.0.0.1:18080`` (ssh -L) or ``host:port`` remote side (ssh -R).
+
+    A function of the configuration columns, so lists built from ``values()`` rows share it.
+    """
+    from tunnels.validation import split_local, split_remote
+
+    if direction == REMOTE_TO_LOCAL:
+        host, port = split_local(local_port)
+        return f"{host}:{port}"
+    host, port = split_remote(remote_port, default_host="localhost")
+    return f"{remote_host.rsplit('@', 1)[-1]}:{port}" if host == "localhost" else f"{host}:{port}"
+
+
 class TunnelQuerySet(models.QuerySet):
     def visible_to(self, user) -> TunnelQuerySet:
         """The one place tunnel visibility is decided: staff see all, others their own."""
@@ -104,6 +118,8 @@ class Tunnel(models.Model):
             models.Index(fields=["node", "desired_state"], name="tunnel_node_desired"),
             # Compat hash-prefix lookups are per owner.
             models.Index(fields=["owner", "hash"], name="tunnel_owner_hash"),
+            # API list pages: one user's tunnels in the default order, read without a sort.
+            models.Index(fields=["owner", "created_at", "id"], name="tunnel_owner_created"),
         ]
 
     def __str__(self) -> str:
@@ -133,14 +149,7 @@ class Tunnel(models.Model):
 
     @property
     def listen(self) -> str:
-        """Where the tunnel's entry point listens: ``127.0.0.1:18080`` or ``host:port`` remote side."""
-        from tunnels.validation import split_local, split_remote
-
-        if self.is_forward_local:
-            host, port = split_local(self.local_port)
-            return f"{host}:{port}"
-        host, port = split_remote(self.remote_port, default_host="localhost")
-        return f"{self.remote_host.rsplit('@', 1)[-1]}:{port}" if host == "localhost" else f"{host}:{port}"
+        return listen_address(self.direction, self.local_port, self.remote_port, self.remote_host)
 
     def compat_dict(self) -> dict:
         return {

@@ -20,6 +20,19 @@ def _message(detail: Any) -> str:
     return str(detail)
 
 
+def _field_messages(detail: Any) -> list[str]:
+    """One field's messages as a flat list, so ``fields`` is always ``{name: [message, ...]}``.
+
+    DRF nests errors of list items by index (``{"scopes": {0: ["..."]}}``); those
+    become ``"0: ..."`` under the field's own name.
+    """
+    if isinstance(detail, dict):
+        return [f"{key}: {message}" for key, value in detail.items() for message in _field_messages(value)]
+    if isinstance(detail, list):
+        return [message for item in detail for message in _field_messages(item)]
+    return [str(detail)]
+
+
 def error_response(message: str, status_code: int, **extra: Any) -> Response:
     return Response({"error": message, **extra}, status=status_code)
 
@@ -37,7 +50,7 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
     detail = response.data
     body: dict[str, Any]
     if isinstance(exc, exceptions.ValidationError) and isinstance(detail, dict):
-        body = {"error": _message(detail), "fields": detail}
+        body = {"error": _message(detail), "fields": {name: _field_messages(value) for name, value in detail.items()}}
     elif isinstance(detail, dict) and "detail" in detail:
         body = {"error": str(detail["detail"])}
     else:

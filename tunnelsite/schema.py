@@ -1,8 +1,40 @@
-"""OpenAPI postprocessing shared by every API surface."""
+"""OpenAPI pieces shared by every API surface: the v1 error body, its documented
+responses, and the postprocessing hook."""
 
 from __future__ import annotations
 
 from typing import Any
+
+from drf_spectacular.utils import OpenApiResponse
+from rest_framework import serializers
+
+
+class ErrorSerializer(serializers.Serializer):
+    """The v1 error body that ``tunnelsite.api.exception_handler`` writes."""
+
+    error = serializers.CharField(help_text="Human-readable message.")
+    fields = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField()),
+        required=False,
+        help_text="Per-field messages (validation errors only).",
+    )
+    retry_after = serializers.IntegerField(required=False, help_text="Seconds to wait (429 only).")
+
+
+def error(description: str) -> OpenApiResponse:
+    return OpenApiResponse(ErrorSerializer, description=description)
+
+
+BAD_REQUEST = error("Invalid input: `error` names the problem, `fields` has per-field messages.")
+UNAUTHORIZED = error("No valid credentials.")
+FORBIDDEN = error("The credential lacks the required scope, or a quota forbids the change.")
+NOT_FOUND = error("No such object among the caller's.")
+CONFLICT = error("Conflicts with the current state (same configuration exists, interactive tunnel).")
+THROTTLED = error("Too many requests; `retry_after` says when to try again.")
+UNSUPPORTED_MEDIA_TYPE = error("The body is not JSON, form or multipart data.")
+
+# Responses every authenticated v1 endpoint can give.
+COMMON_ERRORS = {401: UNAUTHORIZED, 403: FORBIDDEN, 429: THROTTLED}
 
 COMPAT_PREFIX = "/api/autossh/"
 METHODS = ("get", "put", "post", "patch", "delete")

@@ -178,6 +178,11 @@ SPECTACULAR_SETTINGS = {
             "name": "calls",
             "description": 'sshreach.me-style calls; every answer is `{"message", "error_code", "success"}`.',
         },
+        {"name": "tokens", "description": "API tokens (`tsk_…`): the raw token is shown once, at creation."},
+        {"name": "access-keys", "description": "Access keys for HTTP Signature authentication (`httpSignature`)."},
+        {"name": "users", "description": "Your profile; staff with the `admin` scope manage users and quotas."},
+        {"name": "requests", "description": "History of API requests: who called what, with which credential."},
+        {"name": "authentication", "description": "Password login for a temporary token (JumpServer style)."},
         {
             "name": "autossh-compat",
             "description": "The autossh SSH Tunnel Manager's API (also served at the root paths: /list, /status, ...).",

@@ -13,6 +13,14 @@ from accounts.models import ALL_SCOPES, SCOPE_ADMIN, AccessKey, ApiRequest, ApiT
 User = get_user_model()
 
 
+@extend_schema_field({"anyOf": [{"type": "string", "format": "email"}, {"type": "string", "maxLength": 0}]})
+class OptionalEmailField(serializers.EmailField):
+    """A user's email: an address, or empty when none is set (``format: email`` alone would refuse "")."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(max_length=254, allow_blank=True, required=False, **kwargs)
+
+
 class ScopesField(serializers.ListField):
     def __init__(self, **kwargs) -> None:
         super().__init__(child=serializers.ChoiceField(choices=ALL_SCOPES), allow_empty=False, **kwargs)
@@ -98,6 +106,7 @@ class QuotasSerializer(serializers.Serializer):
 class UserSerializer(serializers.ModelSerializer):
     """Staff view of a user and their quotas (the users API)."""
 
+    email = OptionalEmailField()
     password = serializers.CharField(write_only=True, required=False, style={"input_type": "password"})
     effective_max_tunnels = serializers.IntegerField(read_only=True)
     tunnel_count = serializers.IntegerField(read_only=True, help_text="Tunnels the user owns now.")
@@ -159,6 +168,7 @@ class UserSerializer(serializers.ModelSerializer):
 class MeSerializer(serializers.ModelSerializer):
     """Anyone's own profile: quotas, usage and the scopes of the credential in use."""
 
+    email = OptionalEmailField(read_only=True)
     quotas = serializers.SerializerMethodField()
     usage = serializers.SerializerMethodField()
     auth_method = serializers.SerializerMethodField()

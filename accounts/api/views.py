@@ -7,7 +7,7 @@ from django.contrib.auth import authenticate, get_user_model
 from django.db.models import Count
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
@@ -17,6 +17,20 @@ from rest_framework.views import APIView
 
 from accounts import keys, tokens
 from accounts.api import serializers as s
+from accounts.api.openapi import (
+    AUTH_ERRORS,
+    BODY_ERRORS,
+    KEY_ID,
+    LOGIN_REQUEST,
+    LOGIN_RESPONSE,
+    NO_SUCH_USER,
+    STAFF_ERRORS,
+    TOKEN_CREATED,
+    TOKEN_ID,
+    TOKEN_REQUEST,
+    USER_PARAM,
+    error,
+)
 from accounts.models import ALL_SCOPES, DEFAULT_SCOPES, SCOPE_ADMIN, AccessKey, ApiRequest, ApiToken
 from accounts.permissions import HasScope, IsStaffAdmin, acts_as_admin
 from accounts.throttles import AnonThrottle, LoginAddressThrottle, LoginUsernameThrottle
@@ -24,10 +38,9 @@ from tunnels.models import Tunnel
 from tunnelsite.api import error_response
 from tunnelsite.pagination import TotalEntriesPagination
 from tunnelsite.params import parse_since
+from tunnelsite.schema import NOT_FOUND
 
 User = get_user_model()
-ERROR = OpenApiResponse(description='`{"error": "..."}`')
-USER_PARAM = OpenApiParameter("user", str, description="Staff with the admin scope: only this username's rows.")
 
 
 def _scoped(queryset, request, owner_field: str = "user"):
@@ -40,7 +53,26 @@ def _scoped(queryset, request, owner_field: str = "user"):
     return queryset.filter(**{f"{owner_field}__username": username}) if username else queryset
 
 
-@extend_schema_view(list=extend_schema(parameters=[USER_PARAM]))
+@extend_schema_view(
+    list=extend_schema(
+        summary="List API tokens",
+        description="Your unrevoked tokens, without their secrets; staff with the admin scope see everyone's.",
+        parameters=[USER_PARAM],
+        responses={200: s.TokenSerializer(many=True), **AUTH_ERRORS},
+    ),
+    retrieve=extend_schema(
+        summary="Get an API token",
+        parameters=[TOKEN_ID],
+        responses={200: s.TokenSerializer, 404: NOT_FOUND, **AUTH_ERRORS},
+    ),
+    destroy=extend_schema(
+        summary="Revoke an API token",
+        description="The token stops working at once; its row stays for the request history.",
+        parameters=[TOKEN_ID],
+        responses={204: None, 404: NOT_FOUND, **AUTH_ERRORS},
+    ),
+)
+@extend_schema(tags=["tokens"])
 class TokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet):
     """API tokens. The raw token is in the create response only; delete revokes."""
 
@@ -51,7 +83,16 @@ class TokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Dest
         queryset = ApiToken.objects.filter(revoked_at__isnull=True).select_related("user")
         return _scoped(queryset, self.request)
 
-    @extend_schema(request=s.TokenCreateSerializer, responses={201: s.TokenCreatedSerializer, 400: ERROR})
+    @extend_schema(
+        summary="Create an API token",
+        description=(
+            "The raw token is in this response only; send it as `Authorization: Bearer tsk_…` (or `Token tsk_…`). "
+            "A token may only hand out scopes the credential creating it has; `admin` only to staff."
+        ),
+        request=s.TokenCreateSerializer,
+        responses={201: s.TokenCreatedSerializer, **BODY_ERRORS, **AUTH_ERRORS},
+        examples=[TOKEN_REQUEST, TOKEN_CREATED],
+    )
     def create(self, request) -> Response:
         data = s.TokenCreateSerializer(data=request.data, context={"request": request})
         data.is_valid(raise_exception=True)
@@ -68,7 +109,26 @@ class TokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Dest
         ApiToken.objects.filter(pk=instance.pk).update(revoked_at=timezone.now())
 
 
-@extend_schema_view(list=extend_schema(parameters=[USER_PARAM]))
+@extend_schema_view(
+    list=extend_schema(
+        summary="List access keys",
+        description="Your access keys, without their secrets; staff with the admin scope see everyone's.",
+        parameters=[USER_PARAM],
+        responses={200: s.AccessKeySerializer(many=True), **AUTH_ERRORS},
+    ),
+    retrieve=extend_schema(
+        summary="Get an access key",
+        parameters=[KEY_ID],
+        responses={200: s.AccessKeySerializer, 404: NOT_FOUND, **AUTH_ERRORS},
+    ),
+    destroy=extend_schema(
+        summary="Delete an access key",
+        description="Signatures made with the key are refused from now on.",
+        parameters=[KEY_ID],
+        responses={204: None, 404: NOT_FOUND, **AUTH_ERRORS},
+    ),
+)
+@extend_schema(tags=["access-keys"])
 class AccessKeyViewSet(
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
@@ -84,7 +144,23 @@ class AccessKeyViewSet(
     def get_queryset(self):
         return _scoped(AccessKey.objects.select_related("user"), self.request)
 
-    @extend_schema(request=s.AccessKeySerializer, responses={201: s.AccessKeyCreatedSerializer, 400: ERROR, 403: ERROR})
+    @extend_schema(
+        summary="Create an access key",
+        description=(
+            "The secret is in this response only; sign requests with it as the `httpSignature` scheme describes. "
+            "At most 10 keys per user."
+        ),
+        request=s.AccessKeySerializer,
+        responses={
+            201: s.AccessKeyCreatedSerializer,
+            **BODY_ERRORS,
+            **AUTH_ERRORS,
+            403: error(
+                "The credential lacks the `write` scope (or a session request its CSRF token), "
+                "or you already have 10 access keys."
+            ),
+        },
+    )
     def create(self, request) -> Response:
         data = s.AccessKeySerializer(data=request.data, context={"request": request})
         data.is_valid(raise_exception=True)
@@ -94,12 +170,23 @@ class AccessKeyViewSet(
         key.secret = secret
         return Response(s.AccessKeyCreatedSerializer(key).data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(request=None, responses={200: s.AccessKeySerializer})
+    @extend_schema(
+        summary="Enable an access key",
+        parameters=[KEY_ID],
+        request=None,
+        responses={200: s.AccessKeySerializer, 404: NOT_FOUND, **AUTH_ERRORS},
+    )
     @action(detail=True, methods=["post"])
     def enable(self, request, pk=None) -> Response:
         return self._set_active(True)
 
-    @extend_schema(request=None, responses={200: s.AccessKeySerializer})
+    @extend_schema(
+        summary="Disable an access key",
+        description="Signatures made with the key are refused (401) until it is enabled again.",
+        parameters=[KEY_ID],
+        request=None,
+        responses={200: s.AccessKeySerializer, 404: NOT_FOUND, **AUTH_ERRORS},
+    )
     @action(detail=True, methods=["post"])
     def disable(self, request, pk=None) -> Response:
         return self._set_active(False)
@@ -112,8 +199,53 @@ class AccessKeyViewSet(
 
 
 ADMIN_ONLY = dict.fromkeys(("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"), SCOPE_ADMIN)
+USERNAME_PATTERN = r"[\w.@+-]+"
+USERNAME = OpenApiParameter(
+    "username",
+    {"type": "string", "pattern": f"^{USERNAME_PATTERN}$"},
+    OpenApiParameter.PATH,
+    description="The user's username.",
+)
+USER_FOUND = {404: NO_SUCH_USER, **STAFF_ERRORS}
 
 
+@extend_schema_view(
+    list=extend_schema(
+        summary="List users",
+        responses={200: s.UserSerializer(many=True), **STAFF_ERRORS},
+    ),
+    create=extend_schema(
+        summary="Create a user",
+        description="`password` is required and must pass the password validators.",
+        responses={201: s.UserSerializer, **BODY_ERRORS, **STAFF_ERRORS},
+    ),
+    retrieve=extend_schema(
+        summary="Get a user",
+        parameters=[USERNAME],
+        responses={200: s.UserSerializer, **USER_FOUND},
+    ),
+    update=extend_schema(
+        summary="Replace a user's profile and quotas",
+        parameters=[USERNAME],
+        responses={200: s.UserSerializer, **BODY_ERRORS, **USER_FOUND},
+    ),
+    partial_update=extend_schema(
+        summary="Change some of a user's fields",
+        parameters=[USERNAME],
+        responses={200: s.UserSerializer, **BODY_ERRORS, **USER_FOUND},
+    ),
+    destroy=extend_schema(
+        summary="Deactivate a user",
+        description="The user can no longer log in and their tokens and keys stop working; their rows are kept.",
+        parameters=[USERNAME],
+        responses={
+            204: None,
+            400: error("You tried to deactivate your own account (or sent a NUL character)."),
+            **USER_FOUND,
+        },
+    ),
+)
+@extend_schema(tags=["users"])
 class UserViewSet(
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
@@ -128,7 +260,7 @@ class UserViewSet(
     permission_classes = [IsAuthenticated, HasScope, IsStaffAdmin]
     required_scopes = ADMIN_ONLY
     lookup_field = "username"
-    lookup_value_regex = r"[\w.@+-]+"
+    lookup_value_regex = USERNAME_PATTERN
     pagination_class = None
 
     def get_queryset(self):
@@ -143,7 +275,11 @@ class UserViewSet(
 class MeView(APIView):
     """The caller's profile, quotas, usage and the scopes of the credential in use."""
 
-    @extend_schema(responses={200: s.MeSerializer})
+    @extend_schema(
+        tags=["users"],
+        summary="Your profile",
+        responses={200: s.MeSerializer, **AUTH_ERRORS},
+    )
     def get(self, request) -> Response:
         user = request.user
         usage = {
@@ -156,13 +292,20 @@ class MeView(APIView):
 
 @extend_schema_view(
     list=extend_schema(
+        tags=["requests"],
+        summary="Request history",
+        responses={
+            200: s.ApiRequestSerializer(many=True),
+            400: error("A filter has a bad value (`fields` names it), or the request has a NUL character."),
+            **AUTH_ERRORS,
+        },
         parameters=[
             OpenApiParameter("method", str, description="HTTP method, e.g. POST."),
             OpenApiParameter("status", int, description="Response status code."),
             OpenApiParameter("path", str, description="Path prefix, e.g. /api/v1/tunnels/."),
             OpenApiParameter("since", OpenApiTypes.DATETIME, description="Only requests at or after this time."),
             USER_PARAM,
-        ]
+        ],
     )
 )
 class ApiRequestViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
@@ -206,8 +349,22 @@ class LoginView(APIView):
     throttle_classes = [AnonThrottle]
 
     @extend_schema(
+        tags=["authentication"],
+        summary="Log in: a temporary token for a username and password",
         request=s.LoginSerializer,
-        responses={201: s.LoginResponseSerializer, 400: ERROR, 429: ERROR},
+        responses={
+            201: s.LoginResponseSerializer,
+            **BODY_ERRORS,
+            400: error(
+                "A missing field (`fields` names it), or a wrong username or password "
+                "(`Invalid username or password`, the same for both)."
+            ),
+            429: error(
+                "Too many failed logins for this username or from this address (counted across all workers), "
+                "or too many requests; `retry_after` says when to try again."
+            ),
+        },
+        examples=[LOGIN_REQUEST, LOGIN_RESPONSE],
         auth=[],
     )
     def post(self, request) -> Response:

@@ -1,14 +1,13 @@
-"""What every REST API v1 view shares: who sees what, error responses for the docs, ``?wait=``."""
+"""What every REST API v1 view shares: who sees what, ``?wait=`` and other parameters."""
 
 from __future__ import annotations
 
 from django.db.models import QuerySet
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
+from drf_spectacular.utils import OpenApiParameter
 from rest_framework import viewsets
 from rest_framework.exceptions import ValidationError
 
 from accounts.permissions import acts_as_admin
-from tunnels.api.serializers import ErrorSerializer
 from tunnels.models import Tunnel
 
 WAIT_DEFAULT = 5.0
@@ -73,20 +72,6 @@ def positive_int(request, name: str, default: int, maximum: int) -> int:
 def flag(request, name: str) -> bool:
     return request.query_params.get(name, "").lower() in ("1", "true", "yes")
 
-
-def _error(description: str) -> OpenApiResponse:
-    return OpenApiResponse(ErrorSerializer, description=description)
-
-
-BAD_REQUEST = _error("Invalid input: `error` names the problem, `fields` has per-field messages.")
-UNAUTHORIZED = _error("No valid credentials.")
-FORBIDDEN = _error("The credential lacks the required scope, or a quota forbids the change.")
-NOT_FOUND = _error("No such object among the caller's.")
-CONFLICT = _error("Conflicts with the current state (same configuration exists, interactive tunnel).")
-THROTTLED = _error("Too many requests; `retry_after` says when to try again.")
-
-# Responses every authenticated endpoint can give.
-COMMON_ERRORS = {401: UNAUTHORIZED, 403: FORBIDDEN, 429: THROTTLED}
 
 WAIT_PARAM = OpenApiParameter(
     "wait",

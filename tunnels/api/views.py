@@ -31,10 +31,6 @@ from rest_framework.views import APIView
 from tunnels import services
 from tunnels.api import serializers as s
 from tunnels.api.base import (
-    BAD_REQUEST,
-    COMMON_ERRORS,
-    CONFLICT,
-    NOT_FOUND,
     WAIT_PARAM,
     OwnedViewSet,
     flag,
@@ -47,12 +43,8 @@ from tunnels.api.filters import BackupFilter, HistoryFilter, TunnelFilter
 from tunnels.models import ConfigBackup, Desired, Status, Tunnel, TunnelSession
 from tunnels.services import Actor
 from tunnelsite.pagination import TotalEntriesPagination
+from tunnelsite.schema import BAD_REQUEST, COMMON_ERRORS, CONFLICT, NOT_FOUND, UNSUPPORTED_MEDIA_TYPE, error
 
-LIST_COLUMNS = (
-    *("uuid", "name", "owner__username", "remote_host", "remote_port", "local_port", "direction", "interactive"),
-    *("ssh_port", "auto_restart", "desired_state", "status", "pid", "last_error", "restart_count", "started_at"),
-    *("node", "hash", "created_at", "updated_at"),
-)
 LOG_LINES_DEFAULT = 100
 LOG_LINES_MAX = 10_000
 
@@ -194,6 +186,14 @@ TUNNEL_REQUEST_EXAMPLE = OpenApiExample(
     request_only=True,
 )
 ID_PARAM = OpenApiParameter("id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="The tunnel's id.")
+WRITE_RESPONSES = {
+    200: s.TunnelSerializer,
+    400: BAD_REQUEST,
+    404: NOT_FOUND,
+    409: CONFLICT,
+    415: UNSUPPORTED_MEDIA_TYPE,
+    **COMMON_ERRORS,
+}
 ACTION_RESPONSES = {200: s.TunnelActionSerializer, 400: BAD_REQUEST, 404: NOT_FOUND, **COMMON_ERRORS}
 
 
@@ -208,6 +208,8 @@ def _action_schema(summary: str, conflict: bool) -> Any:
     list=extend_schema(
         summary="List tunnels",
         responses={200: s.TunnelSerializer(many=True), 400: BAD_REQUEST, **COMMON_ERRORS},
+        # drf-spectacular wraps a list example in the page shape itself.
+        examples=[OpenApiExample("one page", value=TUNNEL_EXAMPLE, response_only=True, status_codes=["200"])],
     ),
     retrieve=extend_schema(
         summary="Get a tunnel",
@@ -218,21 +220,30 @@ def _action_schema(summary: str, conflict: bool) -> Any:
     create=extend_schema(
         summary="Create a tunnel",
         request=s.TunnelCreateSerializer,
-        responses={201: s.TunnelSerializer, 400: BAD_REQUEST, 409: CONFLICT, **COMMON_ERRORS},
-        examples=[TUNNEL_REQUEST_EXAMPLE],
+        responses={
+            201: s.TunnelSerializer,
+            400: BAD_REQUEST,
+            409: CONFLICT,
+            415: UNSUPPORTED_MEDIA_TYPE,
+            **COMMON_ERRORS,
+        },
+        examples=[
+            TUNNEL_REQUEST_EXAMPLE,
+            OpenApiExample("created", value=TUNNEL_EXAMPLE, response_only=True, status_codes=["201"]),
+        ],
     ),
     update=extend_schema(
         summary="Replace a tunnel's configuration",
         description="Fields left out get their defaults. A running tunnel restarts with the new configuration.",
         parameters=[ID_PARAM],
         request=s.TunnelWriteSerializer,
-        responses={200: s.TunnelSerializer, 400: BAD_REQUEST, 404: NOT_FOUND, 409: CONFLICT, **COMMON_ERRORS},
+        responses=WRITE_RESPONSES,
     ),
     partial_update=extend_schema(
         summary="Change some fields of a tunnel",
         parameters=[ID_PARAM],
         request=s.TunnelWriteSerializer,
-        responses={200: s.TunnelSerializer, 400: BAD_REQUEST, 404: NOT_FOUND, 409: CONFLICT, **COMMON_ERRORS},
+        responses=WRITE_RESPONSES,
     ),
     destroy=extend_schema(
         summary="Delete a tunnel",
@@ -272,11 +283,13 @@ class TunnelViewSet(
     }
 
     def scoped_queryset(self):
-        queryset = visible_tunnels(self.request).select_related("owner")
-        if self.action == "list":
-            # Only what an item shows: building 100 full Tunnel+User rows is most of a page's cost.
-            queryset = queryset.only(*LIST_COLUMNS)
-        return queryset
+        return visible_tunnels(self.request).select_related("owner")
+
+    def list(self, request) -> Response:
+        # Plain rows, not model instances: a page of 100 tunnels plus their owners
+        # as instances cost more than the query and the rendering together.
+        rows = self.filter_queryset(self.get_queryset()).values(*s.ITEM_COLUMNS)
+        return self.get_paginated_response(s.tunnel_items(self.paginate_queryset(rows)))
 
     def create(self, request) -> Response:
         data = request_body(request)
@@ -344,7 +357,7 @@ class TunnelViewSet(
             (200, "application/json"): s.TunnelLogSerializer,
             (200, "text/plain"): OpenApiResponse(OpenApiTypes.STR, description="With `download=1`: the whole log."),
             400: BAD_REQUEST,
-            404: OpenApiResponse(s.ErrorSerializer, description="No such tunnel, or no log written yet."),
+            404: error("No such tunnel, or no log written yet."),
             **COMMON_ERRORS,
         },
     )

@@ -149,6 +149,10 @@ class CompatErrorSerializer(serializers.Serializer):
     error = serializers.CharField()
 
 
+class CompatThrottledSerializer(CompatErrorSerializer):
+    retry_after = serializers.IntegerField(help_text="Seconds to wait before trying again.")
+
+
 class UnauthorizedSerializer(serializers.Serializer):
     error = serializers.CharField(help_text="`Unauthorized`.")
     message = serializers.CharField(help_text="`Valid Bearer token required`.")

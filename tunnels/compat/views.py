@@ -10,12 +10,13 @@ from collections.abc import Callable
 from typing import Any
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.response import Response
 
 from accounts.models import SCOPE_OPERATE
 from tunnels import services
 from tunnels.api.base import WAIT_PARAM, positive_int, wait_seconds
+from tunnels.compat import examples as ex
 from tunnels.compat import serializers as s
 from tunnels.compat.base import BadBody, CompatView, plain
 from tunnels.compat.logs import file_entry, tail_lines
@@ -33,23 +34,50 @@ LINES_PARAM = OpenApiParameter(
 )
 
 
-def _error(description: str, serializer: Any = s.CompatErrorSerializer) -> OpenApiResponse:
-    return OpenApiResponse(serializer, description=description)
+def _error(
+    description: str, serializer: Any = s.CompatErrorSerializer, examples: tuple[OpenApiExample, ...] = ()
+) -> OpenApiResponse:
+    return OpenApiResponse(serializer, description=description, examples=list(examples))
 
 
-BAD_REQUEST = _error("Bad body, bad field values, or a hash prefix that is too short or ambiguous.")
-NOT_FOUND = _error("No tunnel of the caller's has this hash prefix.")
+PREFIX_ERRORS = (ex.PREFIX_TOO_SHORT, ex.AMBIGUOUS_PREFIX)
+
+
+def bad_prefix(also: str = "") -> OpenApiResponse:
+    return _error(f"The hash prefix is too short or ambiguous{also}.", examples=PREFIX_ERRORS)
+
+
+BAD_BODY = _error(
+    "The body is empty, not a JSON object, or has bad or missing fields; nothing changes.",
+    examples=(ex.MISSING_FIELDS,),
+)
+BAD_REQUEST = _error(
+    "Bad body or field values (nothing changes), or a hash prefix that is too short or ambiguous.",
+    examples=(ex.MISSING_FIELDS, *PREFIX_ERRORS),
+)
+NOT_FOUND = _error("No tunnel of the caller's has this hash prefix.", examples=(ex.NO_MATCH,))
 COMMON = {
-    401: _error("No valid credentials.", s.UnauthorizedSerializer),
+    401: _error("No valid credentials.", s.UnauthorizedSerializer, (ex.UNAUTHORIZED,)),
     403: _error("The credential lacks the scope, or a quota forbids the change."),
-    405: _error("Wrong method."),
-    429: _error("Too many requests."),
+    405: _error("Wrong method.", examples=(ex.METHOD_NOT_ALLOWED,)),
+    429: _error("Too many requests; `retry_after` says when to try again.", s.CompatThrottledSerializer),
 }
 
 
-def compat_schema(operation_id: str, summary: str, responses: dict, **kwargs: Any) -> Callable:
+def compat_schema(
+    operation_id: str, summary: str, description: str, responses: dict, request: Any = None, **kwargs: Any
+) -> Callable:
+    # Compat views have no parsers (``json_body`` reads any Content-Type), so the body's
+    # media type is named here or drf-spectacular would leave the request body out.
+    body = {"application/json": request} if request is not None else None
     return extend_schema(
-        tags=[TAG], operation_id=operation_id, summary=summary, responses={**responses, **COMMON}, **kwargs
+        tags=[TAG],
+        operation_id=operation_id,
+        summary=summary,
+        description=description,
+        request=body,
+        responses={**responses, **COMMON},
+        **kwargs,
     )
 
 
@@ -69,14 +97,26 @@ LIST_COLUMNS = ("name", "local_port", "remote_host", "remote_port", "hash")
 
 
 class ListView(CompatView):
-    @compat_schema("compat_list", "List tunnels (configuration view)", {200: s.ListItemSerializer(many=True)})
+    @compat_schema(
+        "compat_list",
+        "List tunnels (configuration view)",
+        "The caller's tunnels (staff acting as admin: everyone's); `status` is `NORMAL` or `INTERACTIVE`.",
+        {200: s.ListItemSerializer(many=True)},
+        examples=[ex.LIST],
+    )
     def get(self, request) -> Response:
         rows = self.tunnels().values_list("interactive", *LIST_COLUMNS)
         return Response([s.list_item(row[1], "INTERACTIVE" if row[0] else "NORMAL", *row[2:]) for row in rows])
 
 
 class StatusView(CompatView):
-    @compat_schema("compat_status", "Observed status of every tunnel", {200: s.ListItemSerializer(many=True)})
+    @compat_schema(
+        "compat_status",
+        "Observed status of every tunnel",
+        "The same items as `/list`, with `status` the state the worker observes, in upper case.",
+        {200: s.ListItemSerializer(many=True)},
+        examples=[ex.STATUS],
+    )
     def get(self, request) -> Response:
         rows = self.tunnels().values_list("status", *LIST_COLUMNS)
         return Response([s.list_item(row[1], row[0].upper(), *row[2:]) for row in rows])
@@ -90,7 +130,14 @@ class OperateView(CompatView):
 
 
 class StartAllView(OperateView):
-    @compat_schema("compat_start_all", "Start every non-interactive tunnel", {200: s.OutputSerializer}, request=None)
+    @compat_schema(
+        "compat_start_all",
+        "Start every non-interactive tunnel",
+        "Asks the worker to start the caller's tunnels and answers at once; interactive tunnels are skipped "
+        "(`output` names them).",
+        {200: s.OutputSerializer},
+        request=None,
+    )
     def post(self, request) -> Response:
         started, skipped = services.start_all(self.tunnels(), self.actor())
         lines = [f"Starting {len(started)} tunnel(s)"]
@@ -102,7 +149,14 @@ class StartAllView(OperateView):
 
 
 class StopAllView(OperateView):
-    @compat_schema("compat_stop_all", "Stop every tunnel", {200: s.OutputSerializer}, request=None)
+    @compat_schema(
+        "compat_stop_all",
+        "Stop every tunnel",
+        "Asks the worker to stop the caller's tunnels and answers at once. A stopped tunnel stays stopped until "
+        "it is started again.",
+        {200: s.OutputSerializer},
+        request=None,
+    )
     def post(self, request) -> Response:
         stopped = services.stop_all(self.tunnels(), self.actor())
         lines = [f"Stopping {len(stopped)} tunnel(s)"]
@@ -128,7 +182,7 @@ class OneTunnelOperateView(OperateView):
         return Response({"status": "success", "tunnel_hash": tunnel.hash, "output": plain(output)})
 
 
-ONE_RESPONSES = {200: s.TunnelOutputSerializer, 400: BAD_REQUEST, 404: NOT_FOUND}
+ONE_RESPONSES = {400: bad_prefix(", or `wait` is not a number of seconds from 0 to 3600"), 404: NOT_FOUND}
 
 
 class StartView(OneTunnelOperateView):
@@ -137,9 +191,16 @@ class StartView(OneTunnelOperateView):
     @compat_schema(
         "compat_start",
         "Start one tunnel and wait for the worker",
-        {**ONE_RESPONSES, 409: _error("The tunnel is interactive: the worker cannot answer its prompt.")},
+        "Starts the tunnel with this hash (or 8+ character prefix) and waits up to `wait` seconds for the "
+        "worker; `output` says what happened (started with its pid, failed with the error, or still queued).",
+        {
+            200: s.TunnelOutputSerializer,
+            **ONE_RESPONSES,
+            409: _error("The tunnel is interactive: the worker cannot answer its prompt."),
+        },
         request=None,
         parameters=[PREFIX_PARAM, WAIT_PARAM],
+        examples=[ex.START],
     )
     def post(self, request, prefix: str) -> Response:
         return super().post(request, prefix)
@@ -151,9 +212,12 @@ class StopView(OneTunnelOperateView):
     @compat_schema(
         "compat_stop",
         "Stop one tunnel and wait for the worker",
-        ONE_RESPONSES,
+        "Stops the tunnel with this hash (or 8+ character prefix) and waits up to `wait` seconds for the worker; "
+        "`output` says whether it has stopped. It stays stopped until it is started again.",
+        {200: s.TunnelOutputSerializer, **ONE_RESPONSES},
         request=None,
         parameters=[PREFIX_PARAM, WAIT_PARAM],
+        examples=[ex.STOP],
     )
     def post(self, request, prefix: str) -> Response:
         return super().post(request, prefix)
@@ -171,6 +235,9 @@ class EditView(CompatView):
     @compat_schema(
         "compat_edit",
         "Add a tunnel, or update one when `hash` is given",
+        "Without `hash`: adds a tunnel (201); a non-interactive one starts by itself. With `hash` (or an 8+ "
+        "character prefix): replaces that tunnel's configuration (200) and returns its new hash; a tunnel "
+        "meant to run restarts with it. The configuration is backed up first.",
         {
             201: s.EditResultSerializer,
             200: s.EditResultSerializer,
@@ -179,6 +246,7 @@ class EditView(CompatView):
             409: _error("The same configuration exists."),
         },
         request=s.EditInputSerializer,
+        examples=ex.EDIT,
     )
     def post(self, request) -> Response:
         body = self.json_body()
@@ -194,6 +262,13 @@ class EditView(CompatView):
         return Response({"status": "success", "action": "updated", "old_hash": previous, "new_hash": tunnel.hash})
 
 
+DELETE_DESCRIPTION = (
+    "Deletes the tunnel with this hash (or 8+ character prefix), stopping it first. The configuration is "
+    "backed up first; the tunnel's log is kept."
+)
+DELETE_RESPONSES = {200: s.EditResultSerializer, 400: bad_prefix(), 404: NOT_FOUND}
+
+
 class DeleteView(CompatView):
     def _delete(self, prefix: str) -> Response:
         tunnel = self.resolve(prefix)
@@ -203,8 +278,10 @@ class DeleteView(CompatView):
     @compat_schema(
         "compat_delete",
         "Delete a tunnel",
-        {200: s.EditResultSerializer, 400: BAD_REQUEST, 404: NOT_FOUND},
+        DELETE_DESCRIPTION,
+        DELETE_RESPONSES,
         parameters=[PREFIX_PARAM],
+        examples=[ex.DELETE],
     )
     def delete(self, request, prefix: str) -> Response:
         return self._delete(prefix)
@@ -212,23 +289,36 @@ class DeleteView(CompatView):
     @compat_schema(
         "compat_delete_post",
         "Delete a tunnel (POST, for clients without DELETE)",
-        {200: s.EditResultSerializer, 400: BAD_REQUEST, 404: NOT_FOUND},
+        f"{DELETE_DESCRIPTION} The same as `DELETE /delete/{{hash}}`.",
+        DELETE_RESPONSES,
         request=None,
         parameters=[PREFIX_PARAM],
+        examples=[ex.DELETE],
     )
     def post(self, request, prefix: str) -> Response:
         return self._delete(prefix)
 
 
+REPLACE_DESCRIPTION = (
+    "Replaces the caller's whole configuration with `tunnels`: tunnels left out are deleted. All or nothing "
+    "(a bad body changes nothing); the configuration is backed up first."
+)
 REPLACE_RESPONSES = {
     200: s.MessageSerializer,
-    400: BAD_REQUEST,
+    400: BAD_BODY,
     409: _error("Two entries have the same configuration."),
 }
 
 
 class ConfigView(CompatView):
-    @compat_schema("compat_config", "Every tunnel's configuration", {200: s.ConfigListSerializer})
+    @compat_schema(
+        "compat_config",
+        "Every tunnel's configuration",
+        "The caller's tunnels as `{\"tunnels\": [...]}`. tunnelsite's own settings (`ssh_port`, `auto_restart`) "
+        "appear only when not at their default, so a GET-edit-POST round trip keeps them.",
+        {200: s.ConfigListSerializer},
+        examples=[ex.CONFIG],
+    )
     def get(self, request) -> Response:
         rows = self.tunnels().values_list(*s.CONFIG_COLUMNS)
         return Response({"tunnels": [s.config_row(row) for row in rows]})
@@ -243,8 +333,10 @@ class ConfigView(CompatView):
     @compat_schema(
         "compat_config_replace",
         "Replace the whole configuration (all or nothing, backed up first)",
+        REPLACE_DESCRIPTION,
         REPLACE_RESPONSES,
         request=s.ReplaceAllInputSerializer,
+        examples=ex.CONFIG_REPLACE,
     )
     def post(self, request) -> Response:
         return self._replace()
@@ -252,8 +344,10 @@ class ConfigView(CompatView):
     @compat_schema(
         "compat_config_replace_put",
         "Replace the whole configuration (PUT)",
+        f"{REPLACE_DESCRIPTION} The same as `POST /config`.",
         REPLACE_RESPONSES,
         request=s.ReplaceAllInputSerializer,
+        examples=ex.CONFIG_REPLACE,
     )
     def put(self, request) -> Response:
         return self._replace()
@@ -263,8 +357,11 @@ class ConfigNewView(CompatView):
     @compat_schema(
         "compat_config_new",
         "Add a tunnel",
-        {201: s.CompatTunnelSerializer, 400: BAD_REQUEST, 409: _error("The same configuration exists.")},
+        "Adds a tunnel and answers it with its hash; a non-interactive tunnel starts by itself. "
+        "The configuration is backed up first.",
+        {201: s.CompatTunnelSerializer, 400: BAD_BODY, 409: _error("The same configuration exists.")},
         request=s.TunnelInputSerializer,
+        examples=ex.CONFIG_NEW,
     )
     def post(self, request) -> Response:
         tunnel = services.create_tunnel(request.user, self.json_body(), self.actor())
@@ -272,20 +369,28 @@ class ConfigNewView(CompatView):
 
 
 DELETED = {"status": "success", "message": "Tunnel deleted"}
+UPDATE_DESCRIPTION = (
+    "Replaces the configuration of the tunnel with this hash (or 8+ character prefix) and answers it with its "
+    "new hash; a tunnel meant to run restarts with it. tunnelsite settings left out keep their values. "
+    "The configuration is backed up first."
+)
 UPDATE_RESPONSES = {
     200: s.CompatTunnelSerializer,
     400: BAD_REQUEST,
     404: NOT_FOUND,
     409: _error("The same configuration exists."),
 }
+CONFIG_DELETE_RESPONSES = {200: s.MessageSerializer, 400: bad_prefix(), 404: NOT_FOUND}
 
 
 class ConfigTunnelView(CompatView):
     @compat_schema(
         "compat_config_get",
         "One tunnel's configuration",
-        {200: s.CompatTunnelSerializer, 400: BAD_REQUEST, 404: NOT_FOUND},
+        "The configuration of the tunnel with this hash (or 8+ character prefix), in the `/config` item shape.",
+        {200: s.CompatTunnelSerializer, 400: bad_prefix(), 404: NOT_FOUND},
         parameters=[PREFIX_PARAM],
+        examples=[ex.CONFIG_ONE],
     )
     def get(self, request, prefix: str) -> Response:
         return Response(s.config_item(self.resolve(prefix)))
@@ -299,9 +404,11 @@ class ConfigTunnelView(CompatView):
     @compat_schema(
         "compat_config_update",
         "Update a tunnel (its hash changes)",
+        UPDATE_DESCRIPTION,
         UPDATE_RESPONSES,
         request=s.TunnelInputSerializer,
         parameters=[PREFIX_PARAM],
+        examples=ex.CONFIG_UPDATE,
     )
     def post(self, request, prefix: str) -> Response:
         return self._update(prefix)
@@ -309,9 +416,11 @@ class ConfigTunnelView(CompatView):
     @compat_schema(
         "compat_config_update_put",
         "Update a tunnel (PUT)",
+        f"{UPDATE_DESCRIPTION} The same as `POST /config/{{hash}}`.",
         UPDATE_RESPONSES,
         request=s.TunnelInputSerializer,
         parameters=[PREFIX_PARAM],
+        examples=ex.CONFIG_UPDATE,
     )
     def put(self, request, prefix: str) -> Response:
         return self._update(prefix)
@@ -319,8 +428,10 @@ class ConfigTunnelView(CompatView):
     @compat_schema(
         "compat_config_delete",
         "Delete a tunnel",
-        {200: s.MessageSerializer, 400: BAD_REQUEST, 404: NOT_FOUND},
+        DELETE_DESCRIPTION,
+        CONFIG_DELETE_RESPONSES,
         parameters=[PREFIX_PARAM],
+        examples=[ex.CONFIG_DELETED],
     )
     def delete(self, request, prefix: str) -> Response:
         services.delete_tunnel(self.resolve(prefix), self.actor())
@@ -331,9 +442,11 @@ class ConfigDeleteView(CompatView):
     @compat_schema(
         "compat_config_delete_post",
         "Delete a tunnel (POST)",
-        {200: s.MessageSerializer, 400: BAD_REQUEST, 404: NOT_FOUND},
+        f"{DELETE_DESCRIPTION} The same as `DELETE /config/{{hash}}`.",
+        CONFIG_DELETE_RESPONSES,
         request=None,
         parameters=[PREFIX_PARAM],
+        examples=[ex.CONFIG_DELETED],
     )
     def post(self, request, prefix: str) -> Response:
         services.delete_tunnel(self.resolve(prefix), self.actor())
@@ -344,7 +457,14 @@ class ConfigDeleteView(CompatView):
 
 
 class LogsView(CompatView):
-    @compat_schema("compat_logs", "Log files of the caller's tunnels", {200: s.LogFileSerializer(many=True)})
+    @compat_schema(
+        "compat_logs",
+        "Log files of the caller's tunnels",
+        "Name, size and modification time of each log file; tunnels that have not run yet have none. "
+        "Logs are kept when a tunnel stops.",
+        {200: s.LogFileSerializer(many=True)},
+        examples=[ex.LOGS],
+    )
     def get(self, request) -> Response:
         entries = (file_entry(t.log_path, t.hash) for t in self.tunnels().only("uuid", "hash"))
         return Response([entry for entry in entries if entry is not None])
@@ -354,8 +474,14 @@ class LogView(CompatView):
     @compat_schema(
         "compat_log",
         "The last lines of a tunnel's log",
-        {200: s.LogSerializer, 400: BAD_REQUEST, 404: _error("No such tunnel, or it has no log yet.")},
+        "The last `lines` lines of the log of the tunnel with this hash (or 8+ character prefix).",
+        {
+            200: s.LogSerializer,
+            400: bad_prefix(", or `lines` is not a whole number of at least 1"),
+            404: _error("No such tunnel, or it has no log yet.", examples=(ex.NO_MATCH, ex.LOG_NOT_FOUND)),
+        },
         parameters=[PREFIX_PARAM, LINES_PARAM],
+        examples=[ex.LOG],
     )
     def get(self, request, prefix: str) -> Response:
         tunnel = self.resolve(prefix)
