@@ -32,6 +32,15 @@ def test_admin_changelists_render(admin_client_, owner):
         assert client.get(url).status_code == 200, url
 
 
+def test_admin_backup_page_shows_the_snapshot(admin_client_, owner):
+    client, _ = admin_client_
+    make_tunnel(owner, name="first")
+    make_tunnel(owner, name="second")  # its backup holds "first"
+    backup = ConfigBackup.objects.order_by("-created_at").first()
+    response = client.get(f"/admin/tunnels/configbackup/{backup.pk}/change/")
+    assert response.status_code == 200 and "first" in response.content.decode()
+
+
 def test_admin_add_goes_through_service_layer(admin_client_, owner):
     client, _ = admin_client_
     data = tunnel_data()

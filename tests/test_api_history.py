@@ -142,6 +142,20 @@ def test_backups_list_and_retrieve(owner, owner_client):
     assert [t["name"] for t in detail["tunnels"]] == ["first"]
 
 
+@pytest.mark.parametrize("count", [5, 50])
+def test_backups_list_query_count_is_constant(owner, owner_client, django_assert_num_queries, count):
+    snapshot = [{"name": f"t{i}", "hash": f"{i:032x}"} for i in range(count)]
+    ConfigBackup.objects.bulk_create(
+        ConfigBackup(owner=owner, reason="test", tunnels=snapshot, file_name=f"b{i}.json") for i in range(count)
+    )
+    owner_client.get(BACKUPS)
+    # token lookup, count, page (tunnel counts from the database), request-history insert
+    with django_assert_num_queries(4):
+        body = owner_client.get(BACKUPS, {"limit": 500}).json()
+    assert body["total"] == count
+    assert {entry["tunnel_count"] for entry in body["entries"]} == {count}
+
+
 def test_backup_of_other_user_is_404(owner, other_client):
     make_tunnel(owner)
     backup = ConfigBackup.objects.get()

@@ -486,6 +486,19 @@ def test_sessions_lists_that_tunnels_history_newest_first(owner, owner_client):
     assert {entry["tunnel_id"] for entry in body["entries"]} == {str(tunnel.uuid)}
 
 
+@pytest.mark.parametrize("count", [5, 50])
+def test_sessions_query_count_is_constant(owner, owner_client, django_assert_num_queries, count):
+    tunnel = make_tunnel(owner)
+    TunnelSession.objects.bulk_create(
+        TunnelSession(tunnel=tunnel, owner=owner, tunnel_uuid=tunnel.uuid, name=tunnel.name, hash=tunnel.hash)
+        for _ in range(count)
+    )
+    owner_client.get(url(tunnel, "sessions/"))
+    # token lookup, the tunnel, count, page, request-history insert
+    with django_assert_num_queries(5):
+        assert owner_client.get(url(tunnel, "sessions/"), {"limit": 500}).json()["total"] == count
+
+
 def test_hand_written_representation_matches_drf_fields(owner):
     """TunnelSerializer.to_representation is written out for speed; it must equal DRF's own."""
     from rest_framework import serializers as drf

@@ -129,6 +129,10 @@ class ConfigBackupAdmin(admin.ModelAdmin):
     raw_id_fields = ("owner", "actor")
     readonly_fields = ("tunnels", "file_name", "created_at")
 
+    def get_queryset(self, request):
+        # The change list never shows the snapshot; loading it would decode every row's JSON.
+        return super().get_queryset(request).defer("tunnels")
+
 
 @admin.register(WorkerNode)
 class WorkerNodeAdmin(admin.ModelAdmin):

@@ -218,6 +218,20 @@ class TunnelSession(models.Model):
         return f"{self.name} pid {self.pid} from {self.started_at:%Y-%m-%d %H:%M:%S}"
 
 
+class JSONArrayLength(models.Func):
+    """The length of a JSON array column, counted by the database.
+
+    Lists of backups show how many tunnels each holds without loading (and
+    decoding) every snapshot; SQLite and PostgreSQL name the function differently.
+    """
+
+    function = "JSON_ARRAY_LENGTH"
+    output_field = models.IntegerField()
+
+    def as_postgresql(self, compiler, connection, **extra_context):
+        return self.as_sql(compiler, connection, function="JSONB_ARRAY_LENGTH", **extra_context)
+
+
 class ConfigBackup(models.Model):
     """A snapshot of one owner's tunnel configuration, taken before a change."""
 

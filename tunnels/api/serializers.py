@@ -240,7 +240,7 @@ class BackupTunnelSerializer(serializers.Serializer):
 class BackupSerializer(serializers.ModelSerializer):
     owner = serializers.CharField(source="owner.username")
     actor = serializers.SerializerMethodField(help_text="Who made the change the backup was taken for.")
-    tunnel_count = serializers.SerializerMethodField()
+    tunnel_count = serializers.IntegerField(read_only=True, help_text="Tunnels in the snapshot.")
 
     class Meta:
         model = ConfigBackup
@@ -249,9 +249,6 @@ class BackupSerializer(serializers.ModelSerializer):
 
     def get_actor(self, backup: ConfigBackup) -> str | None:
         return backup.actor.username if backup.actor_id else None
-
-    def get_tunnel_count(self, backup: ConfigBackup) -> int:
-        return len(backup.tunnels)
 
 
 class BackupDetailSerializer(BackupSerializer):
