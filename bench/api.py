@@ -30,7 +30,18 @@ import tempfile
 import threading
 from collections.abc import Callable
 
-from harness import UNTHROTTLED, Request, Result, arguments, bench_env, drive, fixed, gunicorn, manage
+from harness import (
+    UNTHROTTLED,
+    Request,
+    Result,
+    arguments,
+    bench_env,
+    drive,
+    fixed,
+    gunicorn,
+    manage,
+    postgres_database,
+)
 
 SETUP = """
 from datetime import timedelta
@@ -80,7 +91,8 @@ def scenarios(list_token: str, create_token: str) -> dict[str, Callable[[], Requ
 
 def report(results: dict[str, Result], args: argparse.Namespace) -> None:
     print(
-        f"gunicorn gthread {args.workers} worker(s) x {args.gthreads} threads, SQLite, "
+        f"gunicorn gthread {args.workers} worker(s) x {args.gthreads} threads, "
+        f"{'PostgreSQL' if args.postgres else 'SQLite'}, "
         f"{args.threads} client thread(s), {args.seconds:g} s each"
     )
     for name, r in results.items():
@@ -102,13 +114,14 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--gthreads", type=int, default=4)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="bench-api-") as data:
+    with tempfile.TemporaryDirectory(prefix="bench-api-") as data, postgres_database(args.postgres) as url:
         env = bench_env(
             data,
             {
-                "DJANGO_SETTINGS_MODULE": "bench.ceiling_settings",  # adds the two ceiling views
+                "DJANGO_SETTINGS_MODULE": "bench.ceiling_settings",  # adds the ceiling views
                 "TUNNELSITE_THROTTLE_ANON": UNTHROTTLED,  # the ceilings and status are anonymous
             },
+            database_url=url,
         )
         manage(env, "migrate", "--noinput")
         list_token, create_token = manage(env, "shell", "-c", SETUP).split()[-2:]

@@ -40,11 +40,18 @@ def arguments(doc: str) -> argparse.ArgumentParser:
     parser.add_argument("--seconds", type=float, default=5.0)
     # One core stays free for gunicorn: more client threads than that measure the client.
     parser.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) - 1))
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="run on a fresh database on this PostgreSQL server (e.g. postgres://postgres@127.0.0.1:5432/x) "
+        "instead of SQLite",
+    )
     return parser
 
 
-def bench_env(data_dir: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Environment for manage.py and gunicorn: everything lives in ``data_dir``."""
+def bench_env(data_dir: str, extra: Mapping[str, str] | None = None, database_url: str | None = None) -> dict[str, str]:
+    """Environment for manage.py and gunicorn: everything lives in ``data_dir``, the database too
+    unless ``database_url`` names one (see ``postgres_database``)."""
     env = {
         **os.environ,
         "TUNNELSITE_DATA_DIR": data_dir,
@@ -54,6 +61,8 @@ def bench_env(data_dir: str, extra: Mapping[str, str] | None = None) -> dict[str
     }
     # Without DATABASE_URL the settings put SQLite in the data dir, never a real database.
     env.pop("DATABASE_URL", None)
+    if database_url:
+        env["DATABASE_URL"] = database_url
     return env
 
 
@@ -63,6 +72,28 @@ def manage(env: Mapping[str, str], *args: str) -> str:
     if done.returncode:
         raise SystemExit(f"manage.py {args[0]} failed:\n{done.stderr}")
     return done.stdout
+
+
+@contextmanager
+def postgres_database(server_url: str | None) -> Iterator[str | None]:
+    """A fresh, empty PostgreSQL database on ``server_url``'s server for one run, dropped afterwards.
+
+    Yields its URL, or None (SQLite in the data dir) when no server is given.
+    """
+    if not server_url:
+        yield None
+        return
+    import psycopg  # only the PostgreSQL runs need it
+
+    name = f"bench_{os.getpid()}"
+    base = server_url.rsplit("/", 1)[0]
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def free_port() -> int:

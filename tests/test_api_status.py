@@ -112,3 +112,9 @@ def test_answer_is_cached_for_one_second(django_assert_num_queries):
         assert APIClient().get(URL).status_code == 503  # the cached answer, no query
     time.sleep(1.1)
     assert APIClient().get(URL).status_code == 200
+
+
+def test_other_methods_are_405_json():
+    response = APIClient().post(URL)
+    assert response.status_code == 405 and response["Content-Type"] == "application/json"
+    assert "error" in response.json()
