@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
 from tests.factories import make_tunnel, tunnel_data
 from tunnels import services
-from tunnels.models import ConfigBackup, Desired, Tunnel
+from tunnels.models import ConfigBackup, Desired, Status, Tunnel, WorkerNode
 
 pytestmark = pytest.mark.django_db
 
@@ -192,3 +194,22 @@ def test_restore_keeps_ssh_port_and_auto_restart(owner):
     services.restore_backup(ConfigBackup.objects.first())
     restored = Tunnel.objects.get()
     assert (restored.ssh_port, restored.auto_restart) == (2222, False)
+
+
+def test_wait_for_outcome_reports_a_failure_the_worker_recorded_after_the_request(owner):
+    tunnel = services.create_tunnel(owner, tunnel_data(), start=False)
+    services.request_start(tunnel, services.Actor(owner))
+    WorkerNode.objects.create(name="n", last_seen=timezone.now())
+    Tunnel.objects.filter(pk=tunnel.pk).update(
+        status=Status.FAILED, status_changed_at=timezone.now() + timedelta(seconds=1), last_error="boom"
+    )
+    outcome = services.wait_for_outcome(tunnel, want_running=True, timeout=0)
+    assert outcome == services.Outcome("failed", "failed: boom")
+    assert not outcome.done and not outcome.queued
+
+
+def test_wait_for_outcome_without_a_worker_is_queued(owner):
+    tunnel = services.create_tunnel(owner, tunnel_data(), start=False)
+    services.request_start(tunnel, services.Actor(owner))
+    outcome = services.wait_for_outcome(tunnel, want_running=True, timeout=0)
+    assert outcome.queued and outcome.text == "queued: no worker is running"

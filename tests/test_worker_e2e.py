@@ -174,7 +174,7 @@ def test_local_port_in_use_fails_with_a_clear_reason_while_others_run(worker, ss
         wait_status(bad, "failed")
         assert "address already in use" in bad.last_error
         assert bad.consecutive_failures >= 1 and bad.backoff_until is not None
-        assert services.wait_for_outcome(bad, True, 1).startswith("failed: address already in use")
+        assert services.wait_for_outcome(bad, True, 1).text.startswith("failed: address already in use")
         assert wait_fetch(int(good.local_port), target_server.greeting)
     finally:
         busy.close()

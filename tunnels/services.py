@@ -416,21 +416,38 @@ def live_workers():
     return WorkerNode.objects.filter(last_seen__gte=cutoff)
 
 
-def _outcome(tunnel: Tunnel, want_running: bool) -> str | None:
-    """A one-line outcome once the worker has acted on the request, else None."""
+@dataclass(frozen=True)
+class Outcome:
+    """What became of a start or stop request: ``done``, ``failed`` or ``queued`` (not confirmed yet),
+    with the one line every API surface shows (``started, pid 123``, ``stopped``, ``failed: …``, ``queued: …``)."""
+
+    state: str
+    text: str
+
+    @property
+    def done(self) -> bool:
+        return self.state == "done"
+
+    @property
+    def queued(self) -> bool:
+        return self.state == "queued"
+
+
+def _outcome(tunnel: Tunnel, want_running: bool) -> Outcome | None:
+    """The outcome once the worker has acted on the request, else None."""
     acted = tunnel.status_changed_at >= tunnel.desired_changed_at
     if want_running:
         if tunnel.status == Status.RUNNING and tunnel.running_generation == tunnel.generation:
-            return f"started, pid {tunnel.pid}"
+            return Outcome("done", f"started, pid {tunnel.pid}")
         if tunnel.status in (Status.FAILED, Status.BACKOFF) and acted:
-            return f"failed: {tunnel.last_error or 'see the tunnel log'}"
+            return Outcome("failed", f"failed: {tunnel.last_error or 'see the tunnel log'}")
         return None
     if tunnel.status == Status.STOPPED:
-        return "stopped"
+        return Outcome("done", "stopped")
     return None
 
 
-def wait_for_outcome(tunnel: Tunnel, want_running: bool, timeout: float) -> str:
+def wait_for_outcome(tunnel: Tunnel, want_running: bool, timeout: float) -> Outcome:
     """Wait up to ``timeout`` seconds for the worker to act; say truthfully what happened."""
     deadline = time.monotonic() + max(0.0, timeout)
     while True:
@@ -439,8 +456,8 @@ def wait_for_outcome(tunnel: Tunnel, want_running: bool, timeout: float) -> str:
         if outcome:
             return outcome
         if not live_workers().exists():
-            return "queued: no worker is running"
+            return Outcome("queued", "queued: no worker is running")
         if time.monotonic() >= deadline:
             verb = "starting" if want_running else "stopping"
-            return f"queued: {verb}, worker has not confirmed yet (status {tunnel.status})"
+            return Outcome("queued", f"queued: {verb}, worker has not confirmed yet (status {tunnel.status})")
         time.sleep(0.05)

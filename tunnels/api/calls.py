@@ -117,13 +117,12 @@ class CallView(EnvelopeMixin, APIView):
 def _desired_outcome(request, tunnel: Tunnel, want_running: bool, failure_code: int) -> Response:
     wait = wait_seconds(request)
     outcome = services.wait_for_outcome(tunnel, want_running, wait)
-    done = outcome.startswith("started") if want_running else outcome == "stopped"
-    if done:
+    if outcome.done:
         return envelope(OK, "OK")
-    if wait == 0 and outcome.startswith("queued"):
-        return envelope(OK, outcome, 202)
+    if wait == 0 and outcome.queued:
+        return envelope(OK, outcome.text, 202)
     verb = "not connected" if want_running else "not disconnected"
-    return envelope(failure_code, f"{verb}: {outcome}", 409)
+    return envelope(failure_code, f"{verb}: {outcome.text}", 409)
 
 
 TUNNEL_PARAM = OpenApiParameter(

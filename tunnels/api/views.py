@@ -356,7 +356,7 @@ class TunnelViewSet(
 
     def _outcome(self, tunnel: Tunnel, want_running: bool) -> Response:
         wait = wait_seconds(self.request)
-        tunnel.output = services.wait_for_outcome(tunnel, want_running, wait)
+        tunnel.output = services.wait_for_outcome(tunnel, want_running, wait).text
         return Response(s.TunnelActionSerializer(tunnel).data)
 
     # --- what happened ---

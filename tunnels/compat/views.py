@@ -178,7 +178,7 @@ class OneTunnelOperateView(OperateView):
             services.request_stop(tunnel, self.actor())
         verb = "Starting" if self.want_running else "Stopping"
         outcome = services.wait_for_outcome(tunnel, self.want_running, wait)
-        output = f"{verb} tunnel: {_label(tunnel)}\n{outcome}"
+        output = f"{verb} tunnel: {_label(tunnel)}\n{outcome.text}"
         return Response({"status": "success", "tunnel_hash": tunnel.hash, "output": plain(output)})
 
 
