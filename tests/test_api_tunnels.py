@@ -514,5 +514,14 @@ def test_hand_written_representation_matches_drf_fields(owner):
     assert list(serializer.data) == TunnelSerializer.Meta.fields
 
 
+def test_list_items_equal_the_single_tunnel_view(owner, owner_client):
+    """Lists build items from values() rows; they must read exactly like GET tunnels/{id}/."""
+    tunnel = make_tunnel(owner, ssh_port=2200)
+    Tunnel.objects.filter(pk=tunnel.pk).update(status=Status.RUNNING, started_at=timezone.now(), pid=9, node="n")
+    make_tunnel(owner, name="reverse", direction="local_to_remote", remote_port="0.0.0.0:9000")
+    for item in owner_client.get(URL).json()["entries"]:
+        assert item == owner_client.get(f"{URL}{item['id']}/").json()
+
+
 def test_unknown_uuid_is_404(owner_client):
     assert owner_client.get(f"{URL}{uuid.uuid4()}/").status_code == 404

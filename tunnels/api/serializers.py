@@ -63,7 +63,10 @@ class TunnelSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(serializers.DateTimeField(allow_null=True))
     def get_connected_since(self, tunnel: Tunnel) -> str | None:
-        return tunnel_item(instance_row(tunnel))["connected_since"]
+        # DRF's own rendering: the reference tests/test_api_tunnels.py holds tunnel_item to.
+        if tunnel.status != Status.RUNNING or tunnel.started_at is None:
+            return None
+        return DATETIME.to_representation(tunnel.started_at)
 
     def to_representation(self, tunnel: Tunnel) -> dict:
         return tunnel_item(instance_row(tunnel))
