@@ -192,3 +192,23 @@ def test_throttled_is_22(settings, owner_client, tunnel):
 def test_staff_admin_reaches_other_users_tunnel(staff_client, tunnel):
     response = call(staff_client, "disconnect", tunnel=str(tunnel.uuid))
     assert envelope(response)[:2] == (0, True)
+
+
+@pytest.mark.parametrize("call_name", ["connect", "disconnect"])
+def test_bad_wait_is_31_and_changes_nothing(owner_client, tunnel, call_name):
+    before = Tunnel.objects.values("desired_state", "desired_changed_at").get(pk=tunnel.pk)
+    response = call(owner_client, call_name, tunnel=tunnel.hash[:8], wait="abc")
+    assert response.status_code == 400 and envelope(response)[:2] == (31, False)
+    assert Tunnel.objects.values("desired_state", "desired_changed_at").get(pk=tunnel.pk) == before
+
+
+def test_wait_in_a_form_body_is_read_like_tunnel(owner_client, tunnel):
+    response = owner_client.post(f"{BASE}connect", {"tunnel": tunnel.hash[:8], "wait": "0"})
+    assert response.status_code == 202 and envelope(response)[:2] == (0, True)
+
+
+def test_head_is_405_and_changes_nothing(owner_client, tunnel):
+    response = owner_client.head(f"{BASE}connect?tunnel={tunnel.hash[:8]}&wait=0")
+    assert response.status_code == 405
+    tunnel.refresh_from_db()
+    assert tunnel.desired_state == Desired.STOPPED

@@ -110,6 +110,41 @@ def test_create_with_a_text_body_is_415_and_creates_nothing(owner_client):
     assert not Tunnel.objects.exists()
 
 
+def test_create_nested_too_deeply_is_400(owner_client):
+    response = owner_client.generic("POST", URL, "[" * 5000 + "]" * 5000, content_type="application/json")
+    assert response.status_code == 400
+    assert "nested too deeply" in response.json()["error"]
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "application/x-www-form-urlencoded"])
+def test_create_with_a_body_over_the_limit_is_400_json(settings, owner_client, content_type):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1024
+    body = '{"name": "' + "x" * 2000 + '"}' if content_type == "application/json" else "name=" + "x" * 2000
+    response = owner_client.generic("POST", URL, body, content_type=content_type)
+    assert response.status_code == 400
+    assert response.json() == {"error": "Request body too large (limit 1024 bytes)"}
+    assert not Tunnel.objects.exists()
+
+
+def test_create_with_too_many_form_fields_is_400_json(owner_client):
+    body = "&".join(f"f{i}=1" for i in range(2000))
+    response = owner_client.generic("POST", URL, body, content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 400
+    assert "too many fields" in response.json()["error"]
+
+
+@pytest.mark.parametrize("method", ["post", "put", "patch", "delete"])
+def test_a_write_without_the_trailing_slash_is_redirected_keeping_its_method(owner, owner_client, method):
+    path = URL.rstrip("/") if method == "post" else url(make_tunnel(owner)).rstrip("/")
+    response = getattr(owner_client, method)(path, {"name": "x"}, format="json")
+    assert response.status_code == 308 and response["Location"] == path + "/"
+
+
+def test_a_read_without_the_trailing_slash_is_still_a_301(owner_client):
+    response = owner_client.get(URL.rstrip("/"))
+    assert response.status_code == 301 and response["Location"] == URL
+
+
 def test_create_duplicate_is_409(owner_client):
     data = tunnel_data()
     assert owner_client.post(URL, data, format="json").status_code == 201
@@ -350,6 +385,24 @@ def test_hash_prefix_filter(owner, owner_client):
     assert [item["id"] for item in body["entries"]] == [str(tunnel.uuid)]
 
 
+@pytest.mark.parametrize("ordering", ["password", "owner__password", "-pid", "name,", "uuid"])
+def test_unknown_ordering_is_400_naming_it(owner_client, ordering):
+    response = owner_client.get(URL, {"ordering": ordering})
+    assert response.status_code == 400 and "ordering" in response.json()["fields"]
+
+
+@pytest.mark.parametrize(("param", "value"), [("limit", "abc"), ("limit", "0"), ("limit", "-1"), ("offset", "-5"),
+                                              ("offset", "x"), ("limit", "\u00b2")])  # fmt: skip
+def test_bad_limit_or_offset_is_400_naming_it(owner_client, param, value):
+    response = owner_client.get(URL, {param: value})
+    assert response.status_code == 400 and param in response.json()["fields"]
+
+
+def test_limit_above_the_maximum_is_capped(owner, owner_client):
+    bulk_tunnels(owner, 3)
+    assert owner_client.get(URL, {"limit": "5000"}).json()["total"] == 3
+
+
 def test_search_and_ordering(owner, owner_client):
     make_tunnel(owner, name="alpha-web", remote_host="u@alpha")
     make_tunnel(owner, name="beta-db")
@@ -417,12 +470,15 @@ def test_start_interactive_is_409(owner, owner_client):
     assert "interactive" in response.json()["error"]
 
 
-@pytest.mark.parametrize("wait", ["soon", "-1", "nan"])
-def test_bad_wait_is_400(owner, owner_client, wait):
-    tunnel = make_tunnel(owner)
-    response = owner_client.post(url(tunnel, "start/") + f"?wait={wait}")
+@pytest.mark.parametrize("action", ["start/", "stop/", "restart/"])
+@pytest.mark.parametrize("wait", ["soon", "-1", "nan", "1e9"])
+def test_bad_wait_is_400_and_changes_nothing(owner, owner_client, action, wait):
+    tunnel = make_tunnel(owner, desired_state="stopped") if action == "start/" else make_tunnel(owner)
+    before = Tunnel.objects.values("desired_state", "desired_changed_at", "generation").get(pk=tunnel.pk)
+    response = owner_client.post(url(tunnel, action) + f"?wait={wait}")
     assert response.status_code == 400
     assert "wait" in response.json()["fields"]
+    assert Tunnel.objects.values("desired_state", "desired_changed_at", "generation").get(pk=tunnel.pk) == before
 
 
 def test_connected_since_is_started_at_when_running(owner, owner_client):
@@ -460,9 +516,11 @@ def test_logs_missing_file_is_404(owner, owner_client):
     assert response.json() == {"error": f"Log file not found for tunnel: {tunnel.uuid}"}
 
 
-def test_logs_bad_lines_is_400(owner, owner_client):
+@pytest.mark.parametrize("lines", ["0", "x", "\u00b2", "\u0663"])
+def test_logs_bad_lines_is_400(owner, owner_client, lines):
     tunnel = make_tunnel(owner)
-    assert owner_client.get(url(tunnel, "logs/"), {"lines": "0"}).status_code == 400
+    response = owner_client.get(url(tunnel, "logs/"), {"lines": lines})
+    assert response.status_code == 400 and "lines" in response.json()["fields"]
 
 
 def test_sessions_lists_that_tunnels_history_newest_first(owner, owner_client):

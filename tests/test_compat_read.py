@@ -210,6 +210,15 @@ def test_logs_lists_only_tunnels_with_a_log(mount, owner, owner_client):
 
 
 @pytest.mark.parametrize("mount", MOUNTS)
+@pytest.mark.parametrize("lines", ["\u00b2", "\u0663", "-1", "x"])
+def test_log_bad_lines_is_400(mount, lines, owner, owner_client):
+    tunnel = make_tunnel(owner)
+    write_log(tunnel, "line\n")
+    response = owner_client.get(f"{mount}/logs/{tunnel.hash[:8]}", {"lines": lines})
+    assert response.status_code == 400 and "lines" in response.json()["error"]
+
+
+@pytest.mark.parametrize("mount", MOUNTS)
 def test_log_returns_last_100_lines_by_default(mount, owner, owner_client):
     tunnel = make_tunnel(owner)
     write_log(tunnel, "".join(f"line {i}\r\n" for i in range(250)))

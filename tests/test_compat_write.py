@@ -238,6 +238,7 @@ BAD_BODIES = [
     (b"   ", "Request body required"),
     (b"garbage", "Request body is not valid JSON"),
     (b'{"tunnels": [', "Request body is not valid JSON"),
+    (b"[" * 5000 + b"]" * 5000, "Request body is not valid JSON: nested too deeply"),
     (b"\xff\xfe\x00", "Request body is not valid UTF-8"),
     (b"[]", "Request body must be a JSON object, got list"),
     (b'"tunnels"', "Request body must be a JSON object, got str"),

@@ -1,11 +1,13 @@
-"""Shared API plumbing: every error body is ``{"error": "<message>"}``."""
+"""Shared API plumbing: every error body is ``{"error": "<message>"}``; the JSON parser."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.http import Http404
-from rest_framework import exceptions, status
+from rest_framework import exceptions, parsers, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -37,11 +39,36 @@ def error_response(message: str, status_code: int, **extra: Any) -> Response:
     return Response({"error": message, **extra}, status=status_code)
 
 
+class JSONParser(parsers.JSONParser):
+    """DRF's, except that JSON nested too deeply for Python's parser is a 400, not a 500."""
+
+    def parse(self, stream, media_type=None, parser_context=None) -> Any:
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise exceptions.ParseError("JSON parse error - nested too deeply") from None
+
+
+def body_refusal(exc: Exception) -> str | None:
+    """The message for Django's own refusals of a request body (too big, too many fields), else None.
+
+    Django raises them as SuspiciousOperation, which would end as its HTML 400 page.
+    """
+    if isinstance(exc, RequestDataTooBig):
+        return f"Request body too large (limit {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes)"
+    if isinstance(exc, TooManyFieldsSent | TooManyFilesSent):
+        return f"Request body has too many fields (limit {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS})"
+    return None
+
+
 def exception_handler(exc: Exception, context: dict) -> Response | None:
     """DRF errors and service-layer refusals as ``{"error": …}`` (+ ``fields``)."""
     if isinstance(exc, ServiceError):
         extra = {"fields": exc.fields} if exc.fields else {}
         return error_response(exc.message, exc.status, **extra)
+    refusal = body_refusal(exc)
+    if refusal:
+        return error_response(refusal, status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     response = drf_exception_handler(exc, context)

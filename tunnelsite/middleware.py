@@ -8,6 +8,8 @@ from urllib.parse import unquote_to_bytes
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.middleware import common
+from django.utils.http import escape_leading_slashes
 
 # An escaped NUL in JSON: "\u0000" preceded by an even number of backslashes
 # (an odd number would mean the backslash itself was escaped).
@@ -56,3 +58,21 @@ class RejectNulMiddleware:
             # The sshreach-style calls always answer in their own envelope.
             return JsonResponse({"message": MESSAGE, "error_code": WRONG_DATA, "success": False}, status=400)
         return JsonResponse({"error": MESSAGE}, status=400)
+
+
+class CommonMiddleware(common.CommonMiddleware):
+    """Django's, except that adding the missing slash keeps the method of a write (308, not 301).
+
+    Clients follow a 301 by sending a GET: ``POST /api/v1/tunnels`` would silently
+    turn into a listing and create nothing.
+    """
+
+    def get_full_path_with_slash(self, request: HttpRequest) -> str:
+        # Django refuses writes here under DEBUG because its 301 would lose their body; the 308 keeps it.
+        return escape_leading_slashes(request.get_full_path(force_append_slash=True))
+
+    def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        response = super().process_response(request, response)
+        if response.status_code == 301 and request.method not in ("GET", "HEAD"):
+            response.status_code = 308
+        return response

@@ -46,9 +46,11 @@ class OwnedViewSet(viewsets.GenericViewSet):
         return self.scoped_queryset()
 
 
-def wait_seconds(request) -> float:
-    """``?wait=`` as the compat API: seconds to wait for the worker; default 5, 0 = don't wait, capped."""
-    raw = request.query_params.get("wait")
+def wait_seconds(request, raw: str | None = None) -> float:
+    """``?wait=`` (or ``raw``, where a body may carry it) as the compat API: seconds to wait for the
+    worker; default 5, 0 = don't wait, capped."""
+    if raw is None:
+        raw = request.query_params.get("wait")
     if raw in (None, ""):
         return WAIT_DEFAULT
     try:
@@ -64,7 +66,8 @@ def positive_int(request, name: str, default: int, maximum: int) -> int:
     raw = request.query_params.get(name)
     if raw in (None, ""):
         return default
-    if not raw.isdigit() or int(raw) < 1:
+    # isascii(): str.isdigit() is also true for "²" and "٣", which int() refuses or reads differently.
+    if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
         raise ValidationError({name: ["must be a whole number of at least 1"]})
     return min(int(raw), maximum)
 

@@ -76,6 +76,8 @@ class CallView(EnvelopeMixin, APIView):
     """One sshreach call on the tunnel named by ``?tunnel=``."""
 
     scope = "operate"
+    # Calls act on GET (as sshreach's do); HEAD would run the same action, so it is a 405.
+    http_method_names = ["get", "post", "options"]
 
     @property
     def required_scopes(self) -> dict[str, str]:
@@ -97,6 +99,10 @@ class CallView(EnvelopeMixin, APIView):
             value = request.data.get(name)
         return str(value).strip() if value is not None else ""
 
+    def wait(self, request) -> float:
+        """``wait`` from the query or the body, like ``tunnel``; checked before anything changes."""
+        return wait_seconds(request, self.param(request, "wait"))
+
     def tunnel(self, request) -> Tunnel:
         """By id (a UUID with dashes) or by compat hash prefix, among the caller's tunnels."""
         ref = self.param(request, "tunnel")
@@ -114,8 +120,7 @@ class CallView(EnvelopeMixin, APIView):
         return services.resolve_prefix(queryset, ref)
 
 
-def _desired_outcome(request, tunnel: Tunnel, want_running: bool, failure_code: int) -> Response:
-    wait = wait_seconds(request)
+def _desired_outcome(tunnel: Tunnel, want_running: bool, wait: float, failure_code: int) -> Response:
     outcome = services.wait_for_outcome(tunnel, want_running, wait)
     if outcome.done:
         return envelope(OK, "OK")
@@ -191,11 +196,12 @@ def _example(name: str, message: str, code: int, success: bool, status: str = "2
 )
 class ConnectCall(CallView):
     def call(self, request, tunnel: Tunnel) -> Response:
+        wait = self.wait(request)
         try:
             services.request_start(tunnel, Actor.from_request(request))
         except NotRunnable as exc:
             return envelope(NOT_CONNECTED, f"not connected: {exc.message}", 409)
-        return _desired_outcome(request, tunnel, True, NOT_CONNECTED)
+        return _desired_outcome(tunnel, True, wait, NOT_CONNECTED)
 
 
 @_call_schema(
@@ -211,8 +217,9 @@ class ConnectCall(CallView):
 )
 class DisconnectCall(CallView):
     def call(self, request, tunnel: Tunnel) -> Response:
+        wait = self.wait(request)
         services.request_stop(tunnel, Actor.from_request(request))
-        return _desired_outcome(request, tunnel, False, NOT_DISCONNECTED)
+        return _desired_outcome(tunnel, False, wait, NOT_DISCONNECTED)
 
 
 @_call_schema(

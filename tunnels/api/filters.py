@@ -14,7 +14,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 from rest_framework.exceptions import ValidationError
-from rest_framework.filters import BaseFilterBackend
+from rest_framework.filters import BaseFilterBackend, OrderingFilter
 
 from accounts.permissions import acts_as_admin
 from tunnels.models import DIRECTIONS, Desired, Status
@@ -115,3 +115,17 @@ class HistoryFilter(ParamFilter):
 
 class BackupFilter(ParamFilter):
     params = (OWNER,)
+
+
+class StrictOrderingFilter(OrderingFilter):
+    """DRF's ordering, except that an unknown field is a 400 naming ``ordering`` instead of being ignored."""
+
+    def remove_invalid_fields(self, queryset: QuerySet, fields: list[str], view, request) -> list[str]:
+        valid = super().remove_invalid_fields(queryset, fields, view, request)
+        unknown = [term for term in fields if term not in valid]
+        if unknown:
+            allowed = ", ".join(view.ordering_fields)
+            raise ValidationError(
+                {self.ordering_param: [f"cannot order by {', '.join(unknown) or 'nothing'}; one of: {allowed}"]}
+            )
+        return valid

@@ -40,7 +40,7 @@ from tunnels.api.base import (
     visible_tunnels,
     wait_seconds,
 )
-from tunnels.api.filters import BackupFilter, HistoryFilter, TunnelFilter
+from tunnels.api.filters import BackupFilter, HistoryFilter, StrictOrderingFilter, TunnelFilter
 from tunnels.models import ConfigBackup, Desired, JSONArrayLength, Status, Tunnel, TunnelSession
 from tunnels.services import Actor
 from tunnelsite.pagination import TotalEntriesPagination
@@ -279,7 +279,7 @@ class TunnelViewSet(
 
     serializer_class = s.TunnelSerializer
     pagination_class = TotalEntriesPagination
-    filter_backends = [TunnelFilter, filters.SearchFilter, filters.OrderingFilter]
+    filter_backends = [TunnelFilter, filters.SearchFilter, StrictOrderingFilter]
     search_fields = ["name", "remote_host", "remote_port", "local_port", "hash"]
     ordering_fields = ["name", "created_at", "updated_at", "status", "desired_state", "local_port", "restart_count"]
     ordering = ["created_at", "id"]
@@ -337,25 +337,27 @@ class TunnelViewSet(
     @action(detail=True, methods=["post"])
     def start(self, request, id=None) -> Response:
         tunnel = self.get_object()
+        wait = wait_seconds(request)  # a bad value is refused before anything changes
         services.request_start(tunnel, Actor.from_request(request))
-        return self._outcome(tunnel, want_running=True)
+        return self._outcome(tunnel, want_running=True, wait=wait)
 
     @_action_schema("Stop a tunnel", conflict=False)
     @action(detail=True, methods=["post"])
     def stop(self, request, id=None) -> Response:
         tunnel = self.get_object()
+        wait = wait_seconds(request)  # a bad value is refused before anything changes
         services.request_stop(tunnel, Actor.from_request(request))
-        return self._outcome(tunnel, want_running=False)
+        return self._outcome(tunnel, want_running=False, wait=wait)
 
     @_action_schema("Restart a tunnel", conflict=True)
     @action(detail=True, methods=["post"])
     def restart(self, request, id=None) -> Response:
         tunnel = self.get_object()
+        wait = wait_seconds(request)  # a bad value is refused before anything changes
         services.request_restart(tunnel, Actor.from_request(request))
-        return self._outcome(tunnel, want_running=True)
+        return self._outcome(tunnel, want_running=True, wait=wait)
 
-    def _outcome(self, tunnel: Tunnel, want_running: bool) -> Response:
-        wait = wait_seconds(self.request)
+    def _outcome(self, tunnel: Tunnel, want_running: bool, wait: float) -> Response:
         tunnel.output = services.wait_for_outcome(tunnel, want_running, wait).text
         return Response(s.TunnelActionSerializer(tunnel).data)
 

@@ -122,6 +122,8 @@ class CompatView(APIView):
             raise BadBody("Request body is not valid UTF-8") from None
         except ValueError as exc:
             raise BadBody(f"Request body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise BadBody("Request body is not valid JSON: nested too deeply") from None
         if not isinstance(data, dict):
             raise BadBody(f"Request body must be a JSON object, got {type(data).__name__}")
         return data
