@@ -100,9 +100,58 @@ def test_deactivate_keeps_the_row_and_blocks_the_users_tokens(owner, staff_clien
 
 
 def test_staff_cannot_deactivate_themselves(staff, staff_client):
-    assert staff_client.delete(f"{URL}carol/").status_code == 400
+    response = staff_client.delete(f"{URL}carol/")
+    assert response.status_code == 400
+    assert response.json() == {"error": "you cannot deactivate your own account"}
     staff.refresh_from_db()
     assert staff.is_active
+
+
+LOCKOUTS = [
+    ({"is_active": False}, "is_active", "deactivate"),
+    ({"is_active": "false"}, "is_active", "deactivate"),
+    ({"is_staff": False}, "is_staff", "staff"),
+]
+
+
+@pytest.mark.parametrize("change, field, words", LOCKOUTS)
+def test_staff_cannot_deactivate_or_demote_themselves_with_patch(staff, staff_client, change, field, words):
+    response = staff_client.patch(f"{URL}carol/", {**change, "first_name": "Carol"}, format="json")
+    assert response.status_code == 400
+    assert words in response.json()["fields"][field][0]
+    staff.refresh_from_db()
+    assert (staff.is_active, staff.is_staff, staff.first_name) == (True, True, "")
+
+
+@pytest.mark.parametrize("change, field, words", LOCKOUTS)
+def test_staff_cannot_deactivate_or_demote_themselves_with_put(staff, staff_client, change, field, words):
+    body = {"username": "carol", "is_active": True, "is_staff": True, "first_name": "Carol", **change}
+    response = staff_client.put(f"{URL}carol/", body, format="json")
+    assert response.status_code == 400
+    assert words in response.json()["fields"][field][0]
+    staff.refresh_from_db()
+    assert (staff.is_active, staff.is_staff, staff.first_name) == (True, True, "")
+
+
+def test_both_lockouts_at_once_name_both_fields(staff, staff_client):
+    response = staff_client.patch(f"{URL}carol/", {"is_active": False, "is_staff": False}, format="json")
+    assert response.status_code == 400
+    assert set(response.json()["fields"]) == {"is_active", "is_staff"}
+
+
+def test_staff_may_still_edit_their_own_account(staff, staff_client):
+    body = {"is_active": True, "is_staff": True, "first_name": "Carol"}
+    assert staff_client.patch(f"{URL}carol/", body, format="json").status_code == 200
+    staff.refresh_from_db()
+    assert (staff.is_active, staff.is_staff, staff.first_name) == (True, True, "Carol")
+
+
+def test_staff_may_deactivate_and_demote_someone_else(owner, django_user_model, staff_client):
+    django_user_model.objects.filter(pk=owner.pk).update(is_staff=True)
+    response = staff_client.patch(f"{URL}alice/", {"is_active": False, "is_staff": False}, format="json")
+    assert response.status_code == 200
+    owner.refresh_from_db()
+    assert (owner.is_active, owner.is_staff) == (False, False)
 
 
 def test_unknown_user_is_404(staff_client):

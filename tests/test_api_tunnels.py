@@ -572,6 +572,14 @@ def test_hand_written_representation_matches_drf_fields(owner):
     assert list(serializer.data) == TunnelSerializer.Meta.fields
 
 
+def test_a_row_that_no_longer_validates_still_lists(owner, owner_client):
+    # Saved before the IPv6 zone-id rule existed: the list shows it as configured instead of failing.
+    tunnel = make_tunnel(owner)
+    Tunnel.objects.filter(pk=tunnel.pk).update(local_port="[::1%a b]:17021")
+    body = owner_client.get(URL).json()
+    assert body["entries"][0]["listen"] == "[::1%a b]:17021"
+
+
 def test_list_items_equal_the_single_tunnel_view(owner, owner_client):
     """Lists build items from values() rows; they must read exactly like GET tunnels/{id}/."""
     tunnel = make_tunnel(owner, ssh_port=2200)

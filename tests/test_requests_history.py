@@ -101,6 +101,14 @@ def test_filters_by_method_status_path_and_since(owner):
     assert client.get(URL, {"status": "abc"}).status_code == 400
 
 
+@pytest.mark.parametrize("value", ["\u00b2", "\u0664\u0660\u0664", "\uff14\uff10\uff14", "4\u20820"])
+def test_non_ascii_digits_in_status_are_400_naming_status(owner, value):
+    # str.isdigit() is true for "²" and Arabic-Indic "٤٠٤"; int() then fails or reads them as 404.
+    response = client_for(owner).get(URL, {"status": value})
+    assert response.status_code == 400
+    assert "status" in response.json()["fields"]
+
+
 def test_staff_sees_everyones_history_and_filters_by_user(owner, other, staff_client):
     client_for(owner).get(ME)
     client_for(other).get(ME)

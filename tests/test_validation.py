@@ -136,3 +136,55 @@ def test_clean_tunnel_data_rejects_non_objects():
 def test_interactive_accepts_original_string_form():
     data = clean_tunnel_data({"remote_host": "h", "remote_port": 1, "local_port": 2000, "interactive": "true"})
     assert data["interactive"] is True
+
+
+# --- IPv6 zone ids ----------------------------------------------------------
+# ipaddress accepts almost anything after "%"; only interface-name characters may reach ssh.
+
+HOSTILE_ZONES = [
+    "fe80::1%x -oProxyCommand=sh",
+    "::1%\"''$(id)",
+    '::1%a b="c',
+    "fe80::1%eth0\n",
+    "fe80::1%tab\there",
+    "fe80::1%a=b",
+    "fe80::1%-oX",
+    "fe80::1%;id",
+    "fe80::1%" + "e" * 16,
+]
+
+
+@pytest.mark.parametrize("host", HOSTILE_ZONES)
+def test_remote_port_refuses_a_hostile_zone_id(host):
+    with pytest.raises(FieldError, match="remote_port.*zone id"):
+        clean_remote_port(f"[{host}]:22")
+
+
+@pytest.mark.parametrize("host", HOSTILE_ZONES)
+def test_local_port_refuses_a_hostile_zone_id(host):
+    with pytest.raises(FieldError, match="local_port.*zone id"):
+        clean_local_port(f"[{host}]:17021")
+
+
+def test_hostile_zone_id_is_a_field_error_for_the_whole_tunnel():
+    with pytest.raises(TunnelDataError) as info:
+        clean_tunnel_data(
+            {"remote_host": "u@h", "local_port": '[::1%a b="c]:17021', "remote_port": "[fe80::1%x -oX=sh]:22"}
+        )
+    assert set(info.value.fields) == {"local_port", "remote_port"}
+
+
+@pytest.mark.parametrize("zone", ["eth0", "enp0s31f6", "wlan0.100", "br-lan", "veth_a1", "3", "e" * 15])
+def test_interface_name_zone_ids_are_kept(zone):
+    # ssh -L/-R hand the bracketed host to getaddrinfo, which resolves the zone
+    # by interface name or index: link-local forwards need it.
+    assert clean_remote_port(f"[fe80::1%{zone}]:22") == f"[fe80::1%{zone}]:22"
+    assert clean_local_port(f"[fe80::1%{zone}]:18080") == f"[fe80::1%{zone}]:18080"
+
+
+@pytest.mark.parametrize("value", ["fe80::1%eth0:22", "[fe80::1%]:22", "[fe80::1%%eth0]:22"])
+def test_malformed_zone_ids_are_refused(value):
+    with pytest.raises(FieldError):
+        clean_remote_port(value)
+    with pytest.raises(FieldError):
+        clean_local_port(value)

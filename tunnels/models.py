@@ -35,12 +35,17 @@ def listen_address(direction: str, local_port: str, remote_port: str, remote_hos
 
     A function of the configuration columns, so lists built from ``values()`` rows share it.
     """
-    from tunnels.validation import split_local, split_remote
+    from tunnels.validation import FieldError, split_local, split_remote
 
-    if direction == REMOTE_TO_LOCAL:
-        host, port = split_local(local_port)
-        return f"{host}:{port}"
-    host, port = split_remote(remote_port, default_host="localhost")
+    try:
+        if direction == REMOTE_TO_LOCAL:
+            host, port = split_local(local_port)
+            return f"{host}:{port}"
+        host, port = split_remote(remote_port, default_host="localhost")
+    except FieldError:
+        # A row saved before a validation rule tightened: show it as configured
+        # rather than fail every list that contains it (the worker refuses to run it).
+        return local_port if direction == REMOTE_TO_LOCAL else remote_port
     return f"{remote_host.rsplit('@', 1)[-1]}:{port}" if host == "localhost" else f"{host}:{port}"
 
 

@@ -19,6 +19,14 @@ _NAME_PART = r"[A-Za-z0-9_.][A-Za-z0-9_.-]*"
 REMOTE_HOST_RE = re.compile(rf"^(?:{_NAME_PART}@)?[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 HOSTNAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 PORT_RE = re.compile(r"^[0-9]{1,5}$")
+# An IPv6 zone id ("fe80::1%eth0") names the interface of a link-local
+# address. ssh -L/-R hand the bracketed host to getaddrinfo, which resolves the
+# zone by interface name or index, so zones are kept: a link-local forward needs
+# one. But ipaddress accepts anything after "%" except "/" and "%", which would
+# let spaces, quotes, "=" or "$(...)" into the forward spec; so only the
+# characters interface names use, not starting with "-", at most 15 of them
+# (IFNAMSIZ - 1 on Linux and the BSDs; an interface index is at most 10 digits).
+ZONE_ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$")
 MAX_NAME = 100
 MAX_HOST = 255
 
@@ -49,12 +57,23 @@ def _split_host_port(value: str) -> tuple[str | None, str]:
     return None, value
 
 
+def _check_zone_id(host: str, field: str) -> None:
+    """Refuse an IPv6 zone id that is not an interface name or index (see ``ZONE_ID_RE``)."""
+    _, percent, zone = host.partition("%")
+    if percent and not ZONE_ID_RE.fullmatch(zone):
+        raise FieldError(
+            f"{field} IPv6 zone id must be an interface name or index: up to 15 letters, digits, "
+            f"'.', '-', '_', not starting with '-', got {zone!r}"
+        )
+
+
 def split_local(value: str) -> tuple[str, int]:
     """The local side: ``port`` (bound on 127.0.0.1), ``ipv4:port`` or ``[ipv6]:port``."""
     host, port = _split_host_port(value)
     port_number = check_port(port, "local_port")
     if host is None:
         return "127.0.0.1", port_number
+    _check_zone_id(host, "local_port")
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
@@ -71,6 +90,7 @@ def split_remote(value: str, default_host: str = "localhost") -> tuple[str, int]
     if host is None:
         return default_host, port_number
     if value.startswith("["):
+        _check_zone_id(host, "remote_port")
         try:
             ipaddress.IPv6Address(host)
         except ValueError:

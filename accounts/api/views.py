@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from django.conf import settings
 from django.contrib.auth import authenticate, get_user_model
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.db.models import Count
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
@@ -12,6 +16,7 @@ from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -207,6 +212,20 @@ USERNAME = OpenApiParameter(
     description="The user's username.",
 )
 USER_FOUND = {404: NO_SUCH_USER, **STAFF_ERRORS}
+# Changes staff may not make to their own account, by whatever method: each
+# would lock them out of this API, possibly leaving nobody able to undo it.
+SELF_LOCKOUT = {
+    "is_active": "you cannot deactivate your own account",
+    "is_staff": "you cannot remove staff status from your own account",
+}
+SELF_EDIT = "Staff cannot deactivate their own account or remove their own staff status (400 naming the field)."
+
+
+def _self_lockout(request: Request, instance: AbstractBaseUser, changes: Mapping[str, Any]) -> dict[str, list[str]]:
+    """The ``SELF_LOCKOUT`` rules ``changes`` to ``instance`` would break, as field errors; {} if none."""
+    if instance.pk != request.user.pk:
+        return {}
+    return {field: [message] for field, message in SELF_LOCKOUT.items() if changes.get(field) is False}
 
 
 @extend_schema_view(
@@ -226,11 +245,13 @@ USER_FOUND = {404: NO_SUCH_USER, **STAFF_ERRORS}
     ),
     update=extend_schema(
         summary="Replace a user's profile and quotas",
+        description=SELF_EDIT,
         parameters=[USERNAME],
         responses={200: s.UserSerializer, **BODY_ERRORS, **USER_FOUND},
     ),
     partial_update=extend_schema(
         summary="Change some of a user's fields",
+        description=SELF_EDIT,
         parameters=[USERNAME],
         responses={200: s.UserSerializer, **BODY_ERRORS, **USER_FOUND},
     ),
@@ -266,9 +287,16 @@ class UserViewSet(
     def get_queryset(self):
         return User.objects.annotate(tunnel_count=Count("tunnels")).order_by("username")
 
+    def perform_update(self, serializer) -> None:
+        refused = _self_lockout(self.request, serializer.instance, serializer.validated_data)
+        if refused:
+            raise ValidationError(refused)
+        serializer.save()
+
     def perform_destroy(self, instance) -> None:
-        if instance.pk == self.request.user.pk:
-            raise ValidationError("you cannot deactivate your own account")
+        # DELETE names no field, so the bare message, as before.
+        if _self_lockout(self.request, instance, {"is_active": False}):
+            raise ValidationError(SELF_LOCKOUT["is_active"])
         User.objects.filter(pk=instance.pk).update(is_active=False)
 
 
@@ -323,9 +351,7 @@ class ApiRequestViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         if params.get("method"):
             queryset = queryset.filter(method=params["method"].upper())
         if params.get("status"):
-            if not (params["status"].isdigit() and 100 <= int(params["status"]) <= 599):
-                raise ValidationError({"status": ["must be an HTTP status code (100-599)"]})
-            queryset = queryset.filter(status=int(params["status"]))
+            queryset = queryset.filter(status=_status_code(params["status"]))
         if params.get("path"):
             queryset = queryset.filter(path__startswith=params["path"])
         if params.get("since"):
@@ -335,6 +361,13 @@ class ApiRequestViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
                 raise ValidationError({"since": [str(exc)]}) from None
             queryset = queryset.filter(created_at__gte=since)
         return queryset
+
+
+def _status_code(value: str) -> int:
+    # str.isdigit() is also true for "²" (int() fails: a 500) and "٤٠٤" (int() reads 404): ASCII only.
+    if not (value.isascii() and value.isdigit() and 100 <= int(value) <= 599):
+        raise ValidationError({"status": ["must be an HTTP status code (100-599)"]})
+    return int(value)
 
 
 class LoginView(APIView):
