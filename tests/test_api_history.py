@@ -62,6 +62,21 @@ def test_history_open_session_has_null_end_and_token(owner, owner_client):
     assert entry["token_id"] is None and entry["token_label"] is None
 
 
+def test_a_staff_token_that_started_the_tunnel_is_shown_to_staff_only(owner, staff, owner_client, staff_client):
+    token, _ = tokens.mint(staff, label="ops-laptop")
+    own_token, _ = tokens.mint(owner, label="mine")
+    tunnel = make_tunnel(owner)
+    # What the worker records (reconciler._open_session): who asked, with which token.
+    session_for(tunnel, minutes_ago=1, requested_by=staff, token=token, token_label=token.label)
+    session_for(tunnel, requested_by=owner, token=own_token, token_label=own_token.label)
+    for url in (HISTORY, f"/api/v1/tunnels/{tunnel.uuid}/sessions/"):
+        mine, by_staff = owner_client.get(url).json()["entries"]
+        assert (mine["token_id"], mine["token_label"]) == (str(own_token.id), "mine")
+        assert (by_staff["token_id"], by_staff["token_label"]) == (None, None)
+        entries = staff_client.get(url).json()["entries"]
+        assert entries[1]["token_id"] == str(token.id) and entries[1]["token_label"] == "ops-laptop"
+
+
 def test_history_is_newest_first_and_paginated(owner, owner_client):
     tunnel = make_tunnel(owner)
     for minutes in (30, 10, 20):

@@ -15,6 +15,7 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from accounts.permissions import acts_as_admin
 from tunnels.models import DIRECTION_CHOICES, ConfigBackup, Desired, Status, Tunnel, TunnelSession, listen_address
 
 DATETIME = serializers.DateTimeField()
@@ -194,7 +195,9 @@ class HistoryEntrySerializer(serializers.ModelSerializer):
     session_id = serializers.UUIDField(source="id", help_text="Same as `id` (rustunnel field name).")
     label = serializers.CharField(source="listen", help_text="Same as `listen` (rustunnel field name).")
     owner = serializers.CharField(source="owner.username")
-    token_id = serializers.UUIDField(allow_null=True, help_text="The API token that asked for the start, if any.")
+    token_id = serializers.SerializerMethodField(
+        help_text="The API token that asked for the start, if any (null when it was another user's, e.g. staff)."
+    )
     token_label = serializers.SerializerMethodField()
     registered_at = serializers.DateTimeField(source="started_at")
     unregistered_at = serializers.DateTimeField(source="ended_at", allow_null=True, help_text="Null while running.")
@@ -222,9 +225,23 @@ class HistoryEntrySerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
+    def shows_token(self, session: TunnelSession) -> bool:
+        """A token is its user's to know about: when staff started someone's tunnel, the owner
+        sees the session but not the staff member's token; staff acting as admin see it."""
+        # The querysets select the token: this costs no query per entry.
+        holder = session.token.user_id if session.token_id and session.token else session.requested_by_id
+        if holder == session.owner_id:
+            return True
+        request = self.context.get("request")
+        return request is not None and acts_as_admin(request)
+
+    @extend_schema_field(serializers.UUIDField(allow_null=True))
+    def get_token_id(self, session: TunnelSession) -> str | None:
+        return str(session.token_id) if session.token_id and self.shows_token(session) else None
+
     @extend_schema_field(serializers.CharField(allow_null=True))
     def get_token_label(self, session: TunnelSession) -> str | None:
-        return session.token_label or None
+        return (session.token_label or None) if self.shows_token(session) else None
 
 
 # --- backups ------------------------------------------------------------

@@ -408,11 +408,12 @@ class TunnelViewSet(
         tunnel = self.get_object()
         queryset = (
             TunnelSession.objects.filter(tunnel_uuid=tunnel.uuid, owner_id=tunnel.owner_id)
-            .select_related("owner")
+            .select_related("owner", "token")
             .order_by("-started_at", "-id")
         )
         page = self.paginate_queryset(queryset)
-        return self.get_paginated_response(s.HistoryEntrySerializer(page, many=True).data)
+        entries = s.HistoryEntrySerializer(page, many=True, context=self.get_serializer_context()).data
+        return self.get_paginated_response(entries)
 
 
 # --- history ------------------------------------------------------------
@@ -455,7 +456,7 @@ class HistoryViewSet(mixins.ListModelMixin, OwnedViewSet):
     filter_backends = [HistoryFilter]
 
     def scoped_queryset(self):
-        queryset = TunnelSession.objects.select_related("owner").order_by("-started_at", "-id")
+        queryset = TunnelSession.objects.select_related("owner", "token").order_by("-started_at", "-id")
         return visible_owned(queryset, self.request)
 
 
