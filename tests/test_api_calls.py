@@ -212,3 +212,8 @@ def test_head_is_405_and_changes_nothing(owner_client, tunnel):
     assert response.status_code == 405
     tunnel.refresh_from_db()
     assert tunnel.desired_state == Desired.STOPPED
+
+
+def test_no_call_named_is_21(owner_client):
+    response = owner_client.get(BASE)
+    assert response.status_code == 404 and envelope(response)[:2] == (21, False)

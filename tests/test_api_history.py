@@ -155,6 +155,7 @@ def test_backups_list_and_retrieve(owner, owner_client):
     assert newest["reason"] == "before create" and newest["tunnel_count"] == 1 and newest["owner"] == "alice"
     detail = owner_client.get(f"{BACKUPS}{newest['id']}/").json()
     assert [t["name"] for t in detail["tunnels"]] == ["first"]
+    assert {"ssh_port", "auto_restart"} <= set(detail["tunnels"][0])
 
 
 @pytest.mark.parametrize("count", [5, 50])

@@ -269,6 +269,15 @@ def test_patch_changes_fields_and_hash(owner, owner_client):
     assert body["id"] == str(tunnel.uuid)  # the id survives edits, the hash does not
 
 
+@pytest.mark.parametrize("body", [{}, {"name": "same"}])
+def test_patch_that_changes_nothing_takes_no_backup(owner, owner_client, body):
+    tunnel = make_tunnel(owner, name="same")
+    backups = ConfigBackup.objects.count()
+    response = owner_client.patch(url(tunnel), body, format="json")
+    assert response.status_code == 200 and response.json()["name"] == "same"
+    assert ConfigBackup.objects.count() == backups
+
+
 def test_patch_bad_value_is_400_and_changes_nothing(owner, owner_client):
     tunnel = make_tunnel(owner, name="keep")
     response = owner_client.patch(url(tunnel), {"name": "changed", "local_port": "99999"}, format="json")

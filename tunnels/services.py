@@ -226,6 +226,8 @@ def update_tunnel(tunnel: Tunnel, data: Any, actor: Actor = SYSTEM, *, partial: 
     with transaction.atomic():
         _lock_owner(tunnel.owner)
         tunnel = Tunnel.objects.select_for_update().get(pk=tunnel.pk)
+        if all(getattr(tunnel, field) == value for field, value in cleaned.items()):
+            return tunnel  # nothing to change: no backup, no worker wake-up
         changed = _config_changed(tunnel, cleaned)
         for field, value in cleaned.items():
             setattr(tunnel, field, value)

@@ -255,6 +255,9 @@ class BackupTunnelSerializer(serializers.Serializer):
     direction = serializers.ChoiceField(choices=DIRECTION_CHOICES)
     interactive = serializers.BooleanField()
     hash = serializers.CharField()
+    # Snapshots older than these two fields lack them; they are then left out.
+    ssh_port = serializers.IntegerField(allow_null=True, required=False)
+    auto_restart = serializers.BooleanField(required=False)
 
 
 class BackupSerializer(serializers.ModelSerializer):

@@ -18,5 +18,7 @@ urlpatterns = [
     path("status", views.StatusView.as_view(), name="status"),
     *(path(f"calls/{name}", view.as_view(), name=f"call-{name}") for name, view in calls.CALLS.items()),
     path("calls/<str:call>", calls.UnknownCall.as_view(), name="call-unknown"),
+    # No call named at all: the same envelope (21), not a bare 404.
+    path("calls/", calls.UnknownCall.as_view(), name="call-none"),
     *router.urls,
 ]
