@@ -5,9 +5,10 @@
 
 from __future__ import annotations
 
-from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
+
+from tunnelsite.params import query_whole_number
 
 
 class TotalEntriesPagination(LimitOffsetPagination):
@@ -17,19 +18,10 @@ class TotalEntriesPagination(LimitOffsetPagination):
     # DRF falls back to the defaults on a bad value; a client asking for
     # ``limit=abc`` should hear about it (README: a bad parameter is a 400 naming it).
     def get_limit(self, request) -> int:
-        return min(self._whole_number(request, self.limit_query_param, self.default_limit, 1), self.max_limit)
+        return min(query_whole_number(request, self.limit_query_param, self.default_limit, 1), self.max_limit)
 
     def get_offset(self, request) -> int:
-        return self._whole_number(request, self.offset_query_param, 0, 0)
-
-    @staticmethod
-    def _whole_number(request, name: str, default: int, minimum: int) -> int:
-        raw = request.query_params.get(name)
-        if raw in (None, ""):
-            return default
-        if not (raw.isascii() and raw.isdigit()) or int(raw) < minimum:
-            raise ValidationError({name: [f"must be a whole number of at least {minimum}"]})
-        return int(raw)
+        return query_whole_number(request, self.offset_query_param, 0, 0)
 
     def get_paginated_response(self, data) -> Response:
         return Response({"total": self.count, "entries": data})

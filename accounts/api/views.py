@@ -42,7 +42,7 @@ from accounts.throttles import AnonThrottle, LoginAddressThrottle, LoginUsername
 from tunnels.models import Tunnel
 from tunnelsite.api import error_response
 from tunnelsite.pagination import TotalEntriesPagination
-from tunnelsite.params import parse_since
+from tunnelsite.params import is_whole_number, parse_since
 from tunnelsite.schema import NOT_FOUND
 
 User = get_user_model()
@@ -364,8 +364,7 @@ class ApiRequestViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
 
 
 def _status_code(value: str) -> int:
-    # str.isdigit() is also true for "²" (int() fails: a 500) and "٤٠٤" (int() reads 404): ASCII only.
-    if not (value.isascii() and value.isdigit() and 100 <= int(value) <= 599):
+    if not (is_whole_number(value) and 100 <= int(value) <= 599):
         raise ValidationError({"status": ["must be an HTTP status code (100-599)"]})
     return int(value)
 

@@ -9,6 +9,7 @@ from rest_framework.exceptions import ValidationError
 
 from accounts.permissions import acts_as_admin
 from tunnels.models import Tunnel
+from tunnelsite.params import query_whole_number
 
 WAIT_DEFAULT = 5.0
 WAIT_MAX = 30.0
@@ -63,13 +64,7 @@ def wait_seconds(request, raw: str | None = None) -> float:
 
 
 def positive_int(request, name: str, default: int, maximum: int) -> int:
-    raw = request.query_params.get(name)
-    if raw in (None, ""):
-        return default
-    # isascii(): str.isdigit() is also true for "²" and "٣", which int() refuses or reads differently.
-    if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
-        raise ValidationError({name: ["must be a whole number of at least 1"]})
-    return min(int(raw), maximum)
+    return min(query_whole_number(request, name, default, 1), maximum)
 
 
 def flag(request, name: str) -> bool:

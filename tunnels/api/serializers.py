@@ -229,7 +229,7 @@ class HistoryEntrySerializer(serializers.ModelSerializer):
         """A token is its user's to know about: when staff started someone's tunnel, the owner
         sees the session but not the staff member's token; staff acting as admin see it."""
         # The querysets select the token: this costs no query per entry.
-        holder = session.token.user_id if session.token_id and session.token else session.requested_by_id
+        holder = session.token.user_id if session.token else session.requested_by_id
         if holder == session.owner_id:
             return True
         request = self.context.get("request")

@@ -62,6 +62,11 @@ STATUS_EXAMPLE = {
 }
 
 
+def render_status(body: dict[str, Any]) -> tuple[bytes, bool]:
+    """The status body as compact JSON bytes, and whether it is healthy."""
+    return json.dumps(body, separators=(",", ":")).encode(), body["ok"]
+
+
 STATUS_CACHE_KEY = "tunnelsite:api-status"
 STATUS_CACHE_SECONDS = 1
 
@@ -96,7 +101,7 @@ class StatusView(APIView):
         try:
             body, ok = self.cached_answer()
         except DatabaseError:
-            body, ok = json.dumps(self.database_down(), separators=(",", ":")).encode(), False
+            body, ok = render_status(self.database_down())
         code = status.HTTP_200_OK if ok else status.HTTP_503_SERVICE_UNAVAILABLE
         # Already-rendered JSON: this body is the same for every caller, so skip
         # DRF's rendering (a sizeable share of a probe that load balancers repeat).
@@ -111,8 +116,7 @@ class StatusView(APIView):
         """
         answer = cache.get(STATUS_CACHE_KEY)
         if answer is None:
-            body = cls._body()
-            answer = (json.dumps(body, separators=(",", ":")).encode(), body["ok"])
+            answer = render_status(cls._body())
             cache.set(STATUS_CACHE_KEY, answer, STATUS_CACHE_SECONDS)
         return answer
 

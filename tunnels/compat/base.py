@@ -25,6 +25,7 @@ from accounts.middleware import COMPAT_ROOTS
 from tunnels import services
 from tunnels.api.base import visible_tunnels
 from tunnels.models import Tunnel
+from tunnelsite.api import body_refusal
 
 UNAUTHORIZED = {"error": "Unauthorized", "message": "Valid Bearer token required"}
 NOT_FOUND = {"error": "Not Found"}
@@ -112,8 +113,8 @@ class CompatView(APIView):
         """The request body as a JSON object, or a 400 naming what is wrong with it."""
         try:
             raw = self.request._request.body
-        except RequestDataTooBig:
-            raise BadBody(f"Request body too large (limit {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes)") from None
+        except RequestDataTooBig as exc:
+            raise BadBody(body_refusal(exc)) from None
         if not raw.strip():
             raise BadBody("Request body required")
         try:
