@@ -9,6 +9,8 @@ from django.contrib.auth.models import AbstractUser
 from django.db import models
 from django.utils import timezone
 
+from tunnelsite.owned import OwnedQuerySet
+
 SCOPE_READ = "read"
 SCOPE_OPERATE = "operate"
 SCOPE_WRITE = "write"
@@ -48,6 +50,8 @@ class User(AbstractUser):
 class ApiToken(models.Model):
     """A bearer token. Only a lookup id and an HMAC digest are stored."""
 
+    owner_field = "user"
+
     KIND_PRIVATE = "private"
     KIND_TEMPORARY = "temporary"
     KIND_CHOICES = [(KIND_PRIVATE, "Private (permanent)"), (KIND_TEMPORARY, "Temporary")]
@@ -64,6 +68,8 @@ class ApiToken(models.Model):
     last_used_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     revoked_at = models.DateTimeField(null=True, blank=True)
+
+    objects = OwnedQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]
@@ -90,6 +96,8 @@ class AccessKey(models.Model):
     encrypted with a key derived from server secrets, not hashed.
     """
 
+    owner_field = "user"
+
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="access_keys")
     label = models.CharField(max_length=100, blank=True)
@@ -98,6 +106,8 @@ class AccessKey(models.Model):
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     last_used_at = models.DateTimeField(null=True, blank=True)
+
+    objects = OwnedQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]
@@ -120,6 +130,8 @@ class UsedSignature(models.Model):
 class ApiRequest(models.Model):
     """One row per API or compat request. Never the body or credentials."""
 
+    owner_field = "user"
+
     created_at = models.DateTimeField(default=timezone.now)
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -133,6 +145,8 @@ class ApiRequest(models.Model):
     duration_ms = models.FloatField()
     client_address = models.GenericIPAddressField(null=True, blank=True)
     user_agent = models.CharField(max_length=300, blank=True)
+
+    objects = OwnedQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]

@@ -221,7 +221,9 @@ WORKER_BACKOFF_MAX = env_float("TUNNELSITE_WORKER_BACKOFF_MAX", 60.0, minimum=0.
 AUTOSSH_BIN = env_str("TUNNELSITE_AUTOSSH", "autossh")
 AUTOSSH_POLL = env_int("TUNNELSITE_AUTOSSH_POLL", 30, minimum=1)
 SSH_CONFIG = env_str("TUNNELSITE_SSH_CONFIG", "")
+# The identity of staff (and legacy API_KEY) tunnels only; ordinary users' tunnels use their own keys.
 SSH_IDENTITY = env_str("TUNNELSITE_SSH_IDENTITY", "")
+MAX_SSH_KEYS = env_int("TUNNELSITE_MAX_SSH_KEYS", 20, minimum=1)
 SSH_SERVER_ALIVE_INTERVAL = env_int("TUNNELSITE_SSH_ALIVE_INTERVAL", 15, minimum=1)
 SSH_SERVER_ALIVE_COUNT = env_int("TUNNELSITE_SSH_ALIVE_COUNT", 3, minimum=1)
 SSH_CONNECT_TIMEOUT = env_int("TUNNELSITE_SSH_CONNECT_TIMEOUT", 10, minimum=1)

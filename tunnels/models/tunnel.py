@@ -1,4 +1,4 @@
-"""Tunnels, their process history, configuration backups and worker nodes."""
+"""Tunnels: configuration, desired state and observed state."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from tunnels.hashing import compat_hash
+from tunnelsite.owned import OwnedQuerySet
 
 REMOTE_TO_LOCAL = "remote_to_local"
 LOCAL_TO_REMOTE = "local_to_remote"
@@ -49,17 +50,8 @@ def listen_address(direction: str, local_port: str, remote_port: str, remote_hos
     return f"{remote_host.rsplit('@', 1)[-1]}:{port}" if host == "localhost" else f"{host}:{port}"
 
 
-class TunnelQuerySet(models.QuerySet):
-    def visible_to(self, user) -> TunnelQuerySet:
-        """The one place tunnel visibility is decided: staff see all, others their own."""
-        if not getattr(user, "is_authenticated", False):
-            return self.none()
-        if user.is_staff:
-            return self
-        return self.filter(owner=user)
-
-    def owned_by(self, user) -> TunnelQuerySet:
-        return self.filter(owner=user)
+class TunnelQuerySet(OwnedQuerySet):
+    pass
 
 
 class Tunnel(models.Model):
@@ -75,6 +67,10 @@ class Tunnel(models.Model):
     ssh_port = models.PositiveIntegerField(null=True, blank=True, help_text="SSH server port; empty = ssh default")
     auto_restart = models.BooleanField(
         default=True, help_text="Bring the tunnel back when its process dies (sshreach 'allow clientless')."
+    )
+    # The owner's key the tunnel authenticates with. PROTECT: a key in use cannot be deleted.
+    ssh_key = models.ForeignKey(
+        "tunnels.SshKey", null=True, blank=True, on_delete=models.PROTECT, related_name="tunnels"
     )
     hash = models.CharField(max_length=32, editable=False, db_index=True)
     # Bumped on every configuration change; the worker restarts a process
@@ -107,6 +103,7 @@ class Tunnel(models.Model):
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
+    owner_field = "owner"
     objects = TunnelQuerySet.as_manager()
 
     class Meta:
@@ -170,118 +167,3 @@ class Tunnel(models.Model):
     def backup_dict(self) -> dict:
         """What a backup keeps: the compat fields plus tunnelsite's own, so a restore loses nothing."""
         return {**self.compat_dict(), "ssh_port": self.ssh_port, "auto_restart": self.auto_restart}
-
-
-class ExitReason(models.TextChoices):
-    STOPPED_BY_USER = "stopped_by_user", "stopped by user"
-    CRASHED = "crashed", "crashed"
-    CONFIG_CHANGED = "config_changed", "restarted after config change"
-    DELETED = "deleted", "tunnel deleted"
-    FAILED = "failed", "failed to start"
-    NODE_LOST = "node_lost", "worker node lost"
-    HANDED_OVER = "handed_over", "taken over by another node"
-    WORKER_EXIT = "worker_exit", "worker shut down"
-    GONE = "gone", "process disappeared"
-
-
-class TunnelSession(models.Model):
-    """One process lifetime of a tunnel. Kept after the tunnel is deleted."""
-
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    tunnel = models.ForeignKey(Tunnel, null=True, blank=True, on_delete=models.SET_NULL, related_name="sessions")
-    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="tunnel_sessions")
-    tunnel_uuid = models.UUIDField(db_index=True)
-    name = models.CharField(max_length=100)
-    hash = models.CharField(max_length=32)
-    direction = models.CharField(max_length=20, choices=DIRECTION_CHOICES)
-    listen = models.CharField(max_length=300, blank=True)
-    node = models.CharField(max_length=100, blank=True)
-    pid = models.PositiveIntegerField(null=True, blank=True)
-    started_at = models.DateTimeField(default=timezone.now)
-    ended_at = models.DateTimeField(null=True, blank=True)
-    exit_reason = models.CharField(max_length=20, choices=ExitReason.choices, blank=True)
-    exit_detail = models.TextField(blank=True)
-    requested_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    token = models.ForeignKey("accounts.ApiToken", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    token_label = models.CharField(max_length=100, blank=True)
-    ended_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-
-    class Meta:
-        ordering = ["-started_at"]
-        indexes = [
-            # history/ lists an owner's sessions newest first.
-            models.Index(fields=["owner", "-started_at"], name="session_owner_started"),
-            # The worker closes the open session of a tunnel.
-            models.Index(fields=["tunnel", "ended_at"], name="session_tunnel_open"),
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.name} pid {self.pid} from {self.started_at:%Y-%m-%d %H:%M:%S}"
-
-
-class JSONArrayLength(models.Func):
-    """The length of a JSON array column, counted by the database.
-
-    Lists of backups show how many tunnels each holds without loading (and
-    decoding) every snapshot; SQLite and PostgreSQL name the function differently.
-    """
-
-    function = "JSON_ARRAY_LENGTH"
-    output_field = models.IntegerField()
-
-    def as_postgresql(self, compiler, connection, **extra_context):
-        return self.as_sql(compiler, connection, function="JSONB_ARRAY_LENGTH", **extra_context)
-
-
-class ConfigBackup(models.Model):
-    """A snapshot of one owner's tunnel configuration, taken before a change."""
-
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="config_backups")
-    created_at = models.DateTimeField(default=timezone.now)
-    reason = models.CharField(max_length=200)
-    actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    tunnels = models.JSONField(default=list)
-    file_name = models.CharField(max_length=255)
-
-    class Meta:
-        ordering = ["-created_at"]
-        indexes = [models.Index(fields=["owner", "-created_at"], name="backup_owner_created")]
-
-    def __str__(self) -> str:
-        return f"{self.owner} {self.created_at:%Y-%m-%d %H:%M:%S} ({self.reason})"
-
-
-class WorkerNode(models.Model):
-    """A running tunnel_worker; heartbeats let other nodes take over its tunnels."""
-
-    name = models.CharField(max_length=100, unique=True)
-    hostname = models.CharField(max_length=255, blank=True)
-    pid = models.PositiveIntegerField(null=True, blank=True)
-    version = models.CharField(max_length=20, blank=True)
-    started_at = models.DateTimeField(default=timezone.now)
-    last_seen = models.DateTimeField(default=timezone.now, db_index=True)
-
-    def __str__(self) -> str:
-        return self.name
-
-
-class ChangeMarker(models.Model):
-    """A counter the service layer bumps on every desired-state change.
-
-    The worker polls this single row several times a second instead of
-    re-reading every tunnel.
-    """
-
-    name = models.CharField(max_length=50, primary_key=True)
-    value = models.PositiveBigIntegerField(default=0)
-    changed_at = models.DateTimeField(default=timezone.now)
-
-    def __str__(self) -> str:
-        return f"{self.name}={self.value}"
