@@ -27,7 +27,6 @@ STAFF_ERRORS = {**AUTH_ERRORS, 403: STAFF_ONLY}
 # Endpoints that parse a request body.
 BODY_ERRORS = {400: BAD_REQUEST, 415: UNSUPPORTED_MEDIA_TYPE}
 
-USER_PARAM = OpenApiParameter("user", str, description="Staff with the admin scope: only this username's rows.")
 TOKEN_ID = OpenApiParameter(
     "id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="The token's `id` (not the token itself)."
 )

@@ -33,13 +33,12 @@ from accounts.api.openapi import (
     TOKEN_CREATED,
     TOKEN_ID,
     TOKEN_REQUEST,
-    USER_PARAM,
     error,
 )
 from accounts.models import ALL_SCOPES, DEFAULT_SCOPES, SCOPE_ADMIN, AccessKey, ApiRequest, ApiToken
-from accounts.permissions import HasScope, IsStaffAdmin, acts_as_admin
+from accounts.permissions import HasScope, IsStaffAdmin
 from accounts.throttles import AnonThrottle, LoginAddressThrottle, LoginUsernameThrottle
-from tunnels.models import Tunnel
+from accounts.visibility import OwnedViewSet, OwnerFilter
 from tunnelsite.api import error_response
 from tunnelsite.pagination import TotalEntriesPagination
 from tunnelsite.params import is_whole_number, parse_since
@@ -48,21 +47,10 @@ from tunnelsite.schema import NOT_FOUND
 User = get_user_model()
 
 
-def _scoped(queryset, request, owner_field: str = "user"):
-    """The one rule for accounts rows: your own, or anyone's (``?user=``) for staff acting as admin."""
-    if not request.user.is_authenticated:  # schema generation runs the view anonymously
-        return queryset.none()
-    if not acts_as_admin(request):
-        return queryset.filter(**{owner_field: request.user})
-    username = request.query_params.get("user")
-    return queryset.filter(**{f"{owner_field}__username": username}) if username else queryset
-
-
 @extend_schema_view(
     list=extend_schema(
         summary="List API tokens",
         description="Your unrevoked tokens, without their secrets; staff with the admin scope see everyone's.",
-        parameters=[USER_PARAM],
         responses={200: s.TokenSerializer(many=True), **AUTH_ERRORS},
     ),
     retrieve=extend_schema(
@@ -78,15 +66,16 @@ def _scoped(queryset, request, owner_field: str = "user"):
     ),
 )
 @extend_schema(tags=["tokens"])
-class TokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet):
+class TokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin, OwnedViewSet):
     """API tokens. The raw token is in the create response only; delete revokes."""
 
     serializer_class = s.TokenSerializer
     pagination_class = None
+    filter_backends = [OwnerFilter]
+    owner_param = "user"
 
-    def get_queryset(self):
-        queryset = ApiToken.objects.filter(revoked_at__isnull=True).select_related("user")
-        return _scoped(queryset, self.request)
+    def base_queryset(self):
+        return ApiToken.objects.filter(revoked_at__isnull=True).select_related("user")
 
     @extend_schema(
         summary="Create an API token",
@@ -118,7 +107,6 @@ class TokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Dest
     list=extend_schema(
         summary="List access keys",
         description="Your access keys, without their secrets; staff with the admin scope see everyone's.",
-        parameters=[USER_PARAM],
         responses={200: s.AccessKeySerializer(many=True), **AUTH_ERRORS},
     ),
     retrieve=extend_schema(
@@ -139,15 +127,17 @@ class AccessKeyViewSet(
     mixins.RetrieveModelMixin,
     mixins.CreateModelMixin,
     mixins.DestroyModelMixin,
-    viewsets.GenericViewSet,
+    OwnedViewSet,
 ):
     """Access keys for HTTP Signature auth (at most 10 per user). The secret is in the create response only."""
 
     serializer_class = s.AccessKeySerializer
     pagination_class = None
+    filter_backends = [OwnerFilter]
+    owner_param = "user"
 
-    def get_queryset(self):
-        return _scoped(AccessKey.objects.select_related("user"), self.request)
+    def base_queryset(self):
+        return AccessKey.objects.select_related("user")
 
     @extend_schema(
         summary="Create an access key",
@@ -311,9 +301,10 @@ class MeView(APIView):
     def get(self, request) -> Response:
         user = request.user
         usage = {
-            "tunnels": Tunnel.objects.owned_by(user).count(),
-            "tokens": ApiToken.objects.filter(user=user, revoked_at__isnull=True).count(),
-            "access_keys": AccessKey.objects.filter(user=user).count(),
+            # Through the reverse relation: accounts does not import the tunnels app.
+            "tunnels": user.tunnels.count(),
+            "tokens": ApiToken.objects.owned_by(user).filter(revoked_at__isnull=True).count(),
+            "access_keys": AccessKey.objects.owned_by(user).count(),
         }
         return Response(s.MeSerializer(user, context={"request": request, "usage": usage}).data)
 
@@ -332,18 +323,19 @@ class MeView(APIView):
             OpenApiParameter("status", int, description="Response status code."),
             OpenApiParameter("path", str, description="Path prefix, e.g. /api/v1/tunnels/."),
             OpenApiParameter("since", OpenApiTypes.DATETIME, description="Only requests at or after this time."),
-            USER_PARAM,
         ],
     )
 )
-class ApiRequestViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+class ApiRequestViewSet(mixins.ListModelMixin, OwnedViewSet):
     """Request history, newest first. Your own requests; staff with the admin scope see everyone's."""
 
     serializer_class = s.ApiRequestSerializer
     pagination_class = TotalEntriesPagination
+    filter_backends = [OwnerFilter]
+    owner_param = "user"
 
-    def get_queryset(self):
-        queryset = _scoped(ApiRequest.objects.select_related("user"), self.request)
+    def base_queryset(self):
+        queryset = ApiRequest.objects.select_related("user")
         return self._filter(queryset, self.request.query_params).order_by("-created_at", "-id")
 
     @staticmethod

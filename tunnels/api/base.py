@@ -1,50 +1,18 @@
-"""What every REST API v1 view shares: who sees what, ``?wait=`` and other parameters."""
+"""What every REST API v1 view shares: ``?wait=`` and other parameters.
+
+Who sees which row is decided once, in ``tunnelsite.owned`` (applied to a
+request by ``accounts.visibility``); views here only use it.
+"""
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiParameter
-from rest_framework import viewsets
 from rest_framework.exceptions import ValidationError
 
-from accounts.permissions import acts_as_admin
-from tunnels.models import Tunnel
 from tunnelsite.params import query_whole_number
 
 WAIT_DEFAULT = 5.0
 WAIT_MAX = 30.0
-
-
-def visible_tunnels(request) -> QuerySet[Tunnel]:
-    """The tunnels a request may reach: its user's own; staff acting as admin see everyone's.
-
-    A staff user whose credential lacks the ``admin`` scope is treated like
-    anyone else (accounts.permissions: admin is what lets staff reach others' rows).
-    """
-    queryset = Tunnel.objects.visible_to(request.user)
-    if request.user.is_staff and not acts_as_admin(request):
-        queryset = queryset.owned_by(request.user)
-    return queryset
-
-
-def visible_owned(queryset: QuerySet, request) -> QuerySet:
-    """The same rule for rows that belong to a user through ``owner`` (sessions, backups)."""
-    if acts_as_admin(request):
-        return queryset
-    if not request.user.is_authenticated:
-        return queryset.none()
-    return queryset.filter(owner=request.user)
-
-
-class OwnedViewSet(viewsets.GenericViewSet):
-    """Base of every v1 viewset: ``get_queryset`` scopes rows to the caller before any lookup,
-    so another user's object is a 404, never a 403."""
-
-    def scoped_queryset(self) -> QuerySet:
-        raise NotImplementedError
-
-    def get_queryset(self) -> QuerySet:
-        return self.scoped_queryset()
 
 
 def wait_seconds(request, raw: str | None = None) -> float:

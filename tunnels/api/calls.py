@@ -29,9 +29,10 @@ from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.visibility import visible_for
 from tunnels import services
 from tunnels.api import serializers as s
-from tunnels.api.base import WAIT_PARAM, visible_tunnels, wait_seconds
+from tunnels.api.base import WAIT_PARAM, wait_seconds
 from tunnels.models import Status, Tunnel
 from tunnels.services import Actor, NotRunnable
 
@@ -108,7 +109,7 @@ class CallView(EnvelopeMixin, APIView):
         ref = self.param(request, "tunnel")
         if not ref:
             raise exceptions.ValidationError("missing parameter: tunnel (a tunnel id or hash prefix)")
-        queryset = visible_tunnels(request)
+        queryset = visible_for(request, Tunnel.objects.all())
         if "-" in ref:
             try:
                 tunnel = queryset.filter(uuid=uuid.UUID(ref)).first()

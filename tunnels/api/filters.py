@@ -16,7 +16,6 @@ from django.db.models import QuerySet
 from rest_framework.exceptions import ValidationError
 from rest_framework.filters import BaseFilterBackend, OrderingFilter
 
-from accounts.permissions import acts_as_admin
 from tunnels.models import DIRECTIONS, Desired, Status
 from tunnelsite.params import parse_since
 
@@ -29,7 +28,6 @@ class Param:
     parse: Callable[[str], Any] = str
     enum: tuple[str, ...] | None = None
     fmt: str | None = None
-    admin_only: bool = False
 
     def schema(self) -> dict:
         schema: dict[str, Any] = {"type": "string"}
@@ -66,7 +64,7 @@ class ParamFilter(BaseFilterBackend):
         lookups: dict[str, Any] = {}
         for param in self.params:
             raw = request.query_params.get(param.name)
-            if raw in (None, "") or (param.admin_only and not acts_as_admin(request)):
+            if raw in (None, ""):
                 continue
             try:
                 lookups[param.lookup] = param.parse(raw)
@@ -78,11 +76,6 @@ class ParamFilter(BaseFilterBackend):
 
     def get_schema_operation_parameters(self, view) -> list[dict]:
         return [param.schema() for param in self.params]
-
-
-OWNER = Param(
-    "owner", "owner__username", "Staff with the admin scope: only this user's rows (username).", admin_only=True
-)
 
 
 class TunnelFilter(ParamFilter):
@@ -98,7 +91,6 @@ class TunnelFilter(ParamFilter):
         ),
         Param("direction", "direction", "Forward direction.", _choice(DIRECTIONS, "direction"), DIRECTIONS),
         Param("hash", "hash__startswith", "Compat hash or a prefix of it.", str.lower),
-        OWNER,
     )
 
 
@@ -109,12 +101,7 @@ class HistoryFilter(ParamFilter):
             "tunnel", "tunnel_uuid", "Only this tunnel's sessions (tunnel id, also after deletion).", _uuid, fmt="uuid"
         ),
         Param("since", "started_at__gte", "Sessions started at or after this time.", parse_since, fmt="date-time"),
-        OWNER,
     )
-
-
-class BackupFilter(ParamFilter):
-    params = (OWNER,)
 
 
 class StrictOrderingFilter(OrderingFilter):

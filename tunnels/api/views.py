@@ -29,18 +29,11 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.visibility import OwnedViewSet, OwnerFilter
 from tunnels import services
 from tunnels.api import serializers as s
-from tunnels.api.base import (
-    WAIT_PARAM,
-    OwnedViewSet,
-    flag,
-    positive_int,
-    visible_owned,
-    visible_tunnels,
-    wait_seconds,
-)
-from tunnels.api.filters import BackupFilter, HistoryFilter, StrictOrderingFilter, TunnelFilter
+from tunnels.api.base import WAIT_PARAM, flag, positive_int, wait_seconds
+from tunnels.api.filters import HistoryFilter, StrictOrderingFilter, TunnelFilter
 from tunnels.models import ConfigBackup, Desired, JSONArrayLength, Status, Tunnel, TunnelSession
 from tunnels.services import Actor
 from tunnelsite.pagination import TotalEntriesPagination
@@ -283,7 +276,7 @@ class TunnelViewSet(
 
     serializer_class = s.TunnelSerializer
     pagination_class = TotalEntriesPagination
-    filter_backends = [TunnelFilter, filters.SearchFilter, StrictOrderingFilter]
+    filter_backends = [TunnelFilter, OwnerFilter, filters.SearchFilter, StrictOrderingFilter]
     search_fields = ["name", "remote_host", "remote_port", "local_port", "hash"]
     ordering_fields = ["name", "created_at", "updated_at", "status", "desired_state", "local_port", "restart_count"]
     ordering = ["created_at", "id"]
@@ -303,8 +296,8 @@ class TunnelViewSet(
         "sessions": "read",
     }
 
-    def scoped_queryset(self):
-        return visible_tunnels(self.request).select_related("owner")
+    def base_queryset(self):
+        return Tunnel.objects.select_related("owner")
 
     def list(self, request) -> Response:
         # Plain rows, not model instances: a page of 100 tunnels plus their owners
@@ -457,11 +450,10 @@ class HistoryViewSet(mixins.ListModelMixin, OwnedViewSet):
 
     serializer_class = s.HistoryEntrySerializer
     pagination_class = TotalEntriesPagination
-    filter_backends = [HistoryFilter]
+    filter_backends = [HistoryFilter, OwnerFilter]
 
-    def scoped_queryset(self):
-        queryset = TunnelSession.objects.select_related("owner", "token").order_by("-started_at", "-id")
-        return visible_owned(queryset, self.request)
+    def base_queryset(self):
+        return TunnelSession.objects.select_related("owner", "token").order_by("-started_at", "-id")
 
 
 # --- backups ------------------------------------------------------------
@@ -485,12 +477,12 @@ class BackupViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OwnedViewS
     """Snapshots of a user's tunnel configuration, taken before every change."""
 
     pagination_class = TotalEntriesPagination
-    filter_backends = [BackupFilter]
+    filter_backends = [OwnerFilter]
     lookup_url_kwarg = "id"
     lookup_value_regex = "[^/]+"
     required_scopes = {"restore": "write"}
 
-    def scoped_queryset(self):
+    def base_queryset(self):
         queryset = (
             ConfigBackup.objects.select_related("owner", "actor")
             .annotate(tunnel_count=JSONArrayLength("tunnels"))
@@ -499,7 +491,7 @@ class BackupViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OwnedViewS
         if self.action == "list":
             # A snapshot of a thousand tunnels is ~150 KB of JSON; a page shows only its count.
             queryset = queryset.defer("tunnels")
-        return visible_owned(queryset, self.request)
+        return queryset
 
     def get_serializer_class(self):
         return s.BackupDetailSerializer if self.action == "retrieve" else s.BackupSerializer

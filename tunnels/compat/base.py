@@ -22,8 +22,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.middleware import COMPAT_ROOTS
+from accounts.visibility import visible_for
 from tunnels import services
-from tunnels.api.base import visible_tunnels
 from tunnels.models import Tunnel
 from tunnelsite.api import body_refusal
 
@@ -101,7 +101,7 @@ class CompatView(APIView):
 
     def tunnels(self) -> QuerySet[Tunnel]:
         """The caller's tunnels (staff acting as admin: everyone's), the same rule as REST v1."""
-        return visible_tunnels(self.request)
+        return visible_for(self.request, Tunnel.objects.all())
 
     def resolve(self, prefix: str) -> Tunnel:
         return services.resolve_prefix(self.tunnels(), prefix)
