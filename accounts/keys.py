@@ -8,7 +8,7 @@ from django.db import transaction
 
 from accounts import crypto
 from accounts.models import DEFAULT_SCOPES, AccessKey
-from tunnels.services import QuotaExceeded
+from tunnelsite.errors import QuotaExceeded
 
 MAX_KEYS_PER_USER = 10
 

@@ -23,40 +23,19 @@ from django.utils import timezone
 
 from tunnels.models import ChangeMarker, ConfigBackup, Desired, Status, Tunnel, WorkerNode
 from tunnels.validation import HASH_FIELDS, TunnelDataError, clean_tunnel_data, split_local
+from tunnelsite.errors import InvalidInput, QuotaExceeded, ServiceError
+from tunnelsite.errors import NotFound as NotFound  # re-exported: callers use services.<Error>
 from tunnelsite.files import atomic_write
 
 MIN_PREFIX = 8
 MARKER = "tunnels"
 
 
-# --- errors -------------------------------------------------------------
-
-
-class ServiceError(Exception):
-    """A refused request; ``status`` is the HTTP status an API should answer."""
-
-    status = 400
-
-    def __init__(self, message: str, fields: dict[str, list[str]] | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.fields = fields
-
-
-class InvalidInput(ServiceError):
-    status = 400
-
-
-class QuotaExceeded(ServiceError):
-    status = 403
+# --- errors (the shared ones live in tunnelsite.errors) -----------------
 
 
 class DuplicateTunnel(ServiceError):
     status = 409
-
-
-class NotFound(ServiceError):
-    status = 404
 
 
 class NotRunnable(ServiceError):

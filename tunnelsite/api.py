@@ -11,7 +11,7 @@ from rest_framework import exceptions, parsers, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from tunnels.services import ServiceError
+from tunnelsite.errors import ServiceError
 
 
 def _message(detail: Any) -> str:
