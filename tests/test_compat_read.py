@@ -281,6 +281,9 @@ def test_staff_with_admin_scope_sees_everyones_tunnels(owner, other, staff_clien
 def test_response_builders_match_the_documented_serializers(owner):
     from tunnels.compat import serializers as s
 
-    tunnel = make_tunnel(owner, ssh_port=2222, auto_restart=False)
+    from tunnels.services_keys import generate_key
+
+    key = generate_key(owner, "laptop")
+    tunnel = make_tunnel(owner, ssh_port=2222, auto_restart=False, ssh_key=str(key.pk))
     assert set(s.config_item(tunnel)) == set(s.CompatTunnelSerializer().fields)
     assert set(s.list_item("n", "NORMAL", "1", "h", "2", "x")) == set(s.ListItemSerializer().fields)

@@ -21,7 +21,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from tunnels.models import ChangeMarker, ConfigBackup, Desired, Status, Tunnel, WorkerNode
+from tunnels.models import ChangeMarker, ConfigBackup, Desired, SshKey, Status, Tunnel, WorkerNode
 from tunnels.validation import HASH_FIELDS, TunnelDataError, clean_tunnel_data, split_local
 from tunnelsite.errors import InvalidInput, QuotaExceeded, ServiceError
 from tunnelsite.errors import NotFound as NotFound  # re-exported: callers use services.<Error>
@@ -118,6 +118,48 @@ def _lock_owner(owner) -> None:
     get_user_model().objects.select_for_update().filter(pk=owner.pk).first()
 
 
+# --- SSH keys -----------------------------------------------------------
+
+KEY_FIELD = "ssh_key"
+NO_SUCH_KEY = "no such key"
+
+
+def resolve_key(owner, value: Any, owned: dict[uuid.UUID, SshKey] | None = None) -> SshKey | None:
+    """``owner``'s key with id ``value``; None for null. Another user's key and an unknown or
+    malformed id get the same refusal, so the answer reveals nothing about other users' keys."""
+    if value in (None, ""):
+        return None
+    key_id = value.pk if isinstance(value, SshKey) else value
+    try:
+        key_id = key_id if isinstance(key_id, uuid.UUID) else uuid.UUID(key_id) if isinstance(key_id, str) else None
+    except ValueError:
+        key_id = None
+    if key_id is None:
+        key = None
+    elif owned is not None:
+        key = owned.get(key_id)
+    else:
+        key = SshKey.objects.owned_by(owner).filter(pk=key_id).first()
+    if key is None:
+        raise InvalidInput(f"{KEY_FIELD}: {NO_SUCH_KEY}", {KEY_FIELD: [NO_SUCH_KEY]})
+    return key
+
+
+def _key_choice(owner, data: Any, owned: dict[uuid.UUID, SshKey] | None = None) -> dict[str, Any]:
+    """``{"ssh_key_id": …}`` when the body names a key (or null), else nothing: an unsent key is kept."""
+    if not isinstance(data, dict) or KEY_FIELD not in data:
+        return {}
+    key = resolve_key(owner, data[KEY_FIELD], owned)
+    return {"ssh_key_id": key.pk if key else None}
+
+
+def default_key_id(owner) -> uuid.UUID | None:
+    """A new tunnel that names no key gets its owner's only key (clients of the original API
+    cannot send one); with none or several, no key."""
+    ids = list(SshKey.objects.owned_by(owner).values_list("pk", flat=True)[:2])
+    return ids[0] if len(ids) == 1 else None
+
+
 # --- backups ------------------------------------------------------------
 
 
@@ -183,9 +225,12 @@ def create_tunnel(owner, data: Any, actor: Actor = SYSTEM, *, start: bool | None
         cleaned = clean_tunnel_data(data)
     except TunnelDataError as exc:
         raise _invalid(exc) from None
+    cleaned.update(_key_choice(owner, data))
     check_quota(owner, cleaned)
     with transaction.atomic():
         _lock_owner(owner)
+        if "ssh_key_id" not in cleaned:
+            cleaned["ssh_key_id"] = default_key_id(owner)
         check_count(owner, Tunnel.objects.owned_by(owner).count() + 1)
         _ensure_unique(owner, Tunnel(**{k: cleaned[k] for k in HASH_FIELDS}).compute_hash())
         snapshot(owner, "before create", actor)
@@ -200,6 +245,7 @@ def update_tunnel(tunnel: Tunnel, data: Any, actor: Actor = SYSTEM, *, partial: 
         cleaned = clean_tunnel_data(data, partial=partial)
     except TunnelDataError as exc:
         raise _invalid(exc) from None
+    cleaned.update(_key_choice(tunnel.owner, data))
     merged = {field: cleaned.get(field, getattr(tunnel, field)) for field in ("local_port",)}
     check_quota(tunnel.owner, merged)
     with transaction.atomic():
@@ -232,16 +278,20 @@ def delete_tunnel(tunnel: Tunnel, actor: Actor = SYSTEM) -> None:
         bump_marker()
 
 
-def _clean_all(items: Any) -> list[dict[str, Any]]:
+def _clean_all(owner, items: Any) -> list[dict[str, Any]]:
     if not isinstance(items, list):
         raise InvalidInput("'tunnels' must be a list of tunnel objects")
     cleaned_all = []
     seen: dict[str, int] = {}
+    owned = {key.pk: key for key in SshKey.objects.owned_by(owner)}  # at most MAX_SSH_KEYS
     for index, item in enumerate(items):
         try:
             cleaned = clean_tunnel_data(item)
+            cleaned.update(_key_choice(owner, item, owned))
         except TunnelDataError as exc:
             raise _invalid(exc, prefix=f"tunnels[{index}]: ") from None
+        except InvalidInput as exc:
+            raise InvalidInput(f"tunnels[{index}]: {exc.message}", exc.fields) from None
         digest = Tunnel(**{k: cleaned[k] for k in HASH_FIELDS}).compute_hash()
         if digest in seen:
             raise DuplicateTunnel(f"tunnels[{index}] has the same configuration as tunnels[{seen[digest]}]")
@@ -256,7 +306,7 @@ def replace_all(owner, items: Any, actor: Actor = SYSTEM, *, reason: str = "befo
     Tunnels whose configuration is unchanged keep their identity, desired
     state and running process; the rest are deleted or created.
     """
-    cleaned_all = _clean_all(items)
+    cleaned_all = _clean_all(owner, items)
     for cleaned in cleaned_all:
         check_quota(owner, cleaned)
     check_count(owner, len(cleaned_all))
@@ -272,29 +322,42 @@ def replace_all(owner, items: Any, actor: Actor = SYSTEM, *, reason: str = "befo
                 keep.add(digest)
                 result.append(_apply_extras(existing[digest], cleaned))
         Tunnel.objects.owned_by(owner).exclude(hash__in=keep).delete()
+        default_key = default_key_id(owner)
         for cleaned in cleaned_all:
             digest = Tunnel(**{k: cleaned[k] for k in HASH_FIELDS}).compute_hash()
             if digest not in keep:
-                result.append(_save_new(owner, cleaned, actor, None))
+                result.append(_save_new(owner, {"ssh_key_id": default_key, **cleaned}, actor, None))
         bump_marker()
     return result
 
 
 def _apply_extras(tunnel: Tunnel, cleaned: dict[str, Any]) -> Tunnel:
-    """Fields outside the hash (ssh_port, auto_restart) may still differ on a kept tunnel."""
+    """Fields outside the hash (ssh_port, auto_restart, ssh_key) may still differ on a kept tunnel."""
     extras = {f: v for f, v in cleaned.items() if f not in HASH_FIELDS and getattr(tunnel, f) != v}
     if extras:
         for field, value in extras.items():
             setattr(tunnel, field, value)
-        if "ssh_port" in extras:
-            tunnel.generation += 1
+        if "ssh_port" in extras or "ssh_key_id" in extras:
+            tunnel.generation += 1  # the worker restarts it with the new port or key
         tunnel.save()
     return tunnel
 
 
 def restore_backup(backup: ConfigBackup, actor: Actor = SYSTEM) -> list[Tunnel]:
-    """Put a backup's configuration back (itself backed up first)."""
-    return replace_all(backup.owner, backup.tunnels, actor, reason=f"before restore of backup {backup.id}")
+    """Put a backup's configuration back (itself backed up first).
+
+    A key the backup names that is gone by now is left out: kept tunnels keep
+    their current key, new ones get the default (a restore must not fail for it).
+    """
+    owned = {str(pk) for pk in SshKey.objects.owned_by(backup.owner).values_list("pk", flat=True)}
+    items = [_without_missing_key(item, owned) for item in backup.tunnels]
+    return replace_all(backup.owner, items, actor, reason=f"before restore of backup {backup.id}")
+
+
+def _without_missing_key(item: Any, owned: set[str]) -> Any:
+    if isinstance(item, dict) and item.get(KEY_FIELD) not in (None, *owned):
+        return {field: value for field, value in item.items() if field != KEY_FIELD}
+    return item
 
 
 # --- desired state ------------------------------------------------------

@@ -14,9 +14,10 @@ import base64
 import functools
 import hashlib
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, rsa
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
 
@@ -27,6 +28,15 @@ RSA = "rsa"
 RSA_DEFAULT_BITS = 4096
 RSA_MIN_GENERATED_BITS = 3072
 _INFO = b"tunnelsite ssh private keys v1"
+
+
+RSA_MIN_UPLOADED_BITS = 2048
+ECDSA_CURVES = ("secp256r1", "secp384r1", "secp521r1")
+OPENSSH_BEGIN = "-----BEGIN OPENSSH PRIVATE KEY-----"
+EXPECTED = (
+    "expected a private key: OpenSSH (-----BEGIN OPENSSH PRIVATE KEY-----) or PEM "
+    "(-----BEGIN PRIVATE KEY-----, -----BEGIN RSA PRIVATE KEY-----, -----BEGIN EC PRIVATE KEY-----)"
+)
 
 
 class KeyUnavailable(Exception):
@@ -112,7 +122,7 @@ def build(owner, name: str, private_key, comment: str = "") -> SshKey:
     """An unsaved ``SshKey`` row for ``private_key`` (a cryptography key object)."""
     line = public_line(private_key)
     key_type = line.split()[0]
-    bits = private_key.key_size if isinstance(private_key, rsa.RSAPrivateKey) else 256
+    bits = private_key.key_size if isinstance(private_key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) else 256
     return SshKey(
         owner=owner,
         name=name,
@@ -132,3 +142,83 @@ def private_key_of(key: SshKey) -> bytes:
 
 def default_comment(owner, name: str) -> str:
     return f"tunnelsite:{owner.username}:{name}"
+
+
+# --- uploaded keys -----------------------------------------------------------
+
+
+class BadKey(ValueError):
+    """An uploaded private key we cannot or will not use; the message never quotes the key."""
+
+    def __init__(self, message: str, field: str = "private_key") -> None:
+        super().__init__(message)
+        self.field = field
+
+
+PUBLIC_STARTS = ("ssh-", "ecdsa-", "sk-", "---- BEGIN SSH2 PUBLIC", "-----BEGIN PUBLIC KEY", "-----BEGIN RSA PUBLIC")
+
+
+def _looks_public(text: str) -> bool:
+    return text.startswith(PUBLIC_STARTS)
+
+
+def _load(text: str, password: bytes | None):
+    data = text.encode("ascii")
+    if text.startswith(OPENSSH_BEGIN):
+        return serialization.load_ssh_private_key(data, password)
+    return serialization.load_pem_private_key(data, password)
+
+
+def _load_with_passphrase(text: str, passphrase: str | None):
+    password = passphrase.encode() if passphrase else None
+    try:
+        return _load(text, password)
+    except TypeError:
+        if password is None:
+            raise BadKey("this key is protected by a passphrase: send it as passphrase", "passphrase") from None
+        return _load(text, None)  # a passphrase for an unprotected key is not needed: ignore it
+
+
+def parse_private_key(text: object, passphrase: object = None):
+    """A cryptography key object from an uploaded OpenSSH or PEM private key (decrypted with
+    ``passphrase`` when protected); refuses DSA, RSA under 2048 bits and unsupported types."""
+    if not isinstance(text, str) or not text.strip():
+        raise BadKey(f"private_key is required: {EXPECTED}")
+    if passphrase is not None and not isinstance(passphrase, str):
+        raise BadKey("passphrase must be a string", "passphrase")
+    text = text.strip().replace("\r\n", "\n") + "\n"
+    if _looks_public(text):
+        raise BadKey(f"that is a public key; {EXPECTED}")
+    if not text.isascii() or "PRIVATE KEY-----" not in text:
+        raise BadKey(f"not a private key; {EXPECTED}")
+    if "BEGIN DSA PRIVATE KEY" in text:
+        raise BadKey("DSA keys are refused (OpenSSH no longer accepts them): use ed25519, ecdsa or RSA >= 2048 bits")
+    try:
+        key = _load_with_passphrase(text, passphrase)
+    except BadKey:
+        raise
+    except UnsupportedAlgorithm:
+        raise BadKey("unsupported key type or encryption: use ed25519, ecdsa (nistp256/384/521) or RSA") from None
+    except ValueError as exc:
+        if passphrase and ("password" in str(exc).lower() or "checksum" in str(exc).lower()):
+            raise BadKey("wrong passphrase for this key", "passphrase") from None
+        raise BadKey(f"the key could not be read; {EXPECTED}") from None
+    except Exception:  # a malformed body must be a 400, whatever the parser raised
+        raise BadKey(f"the key could not be read; {EXPECTED}") from None
+    check_usable(key)
+    return key
+
+
+def check_usable(key) -> None:
+    if isinstance(key, dsa.DSAPrivateKey):
+        raise BadKey("DSA keys are refused (OpenSSH no longer accepts them): use ed25519, ecdsa or RSA >= 2048 bits")
+    if isinstance(key, rsa.RSAPrivateKey):
+        if key.key_size < RSA_MIN_UPLOADED_BITS:
+            raise BadKey(f"RSA keys must have at least {RSA_MIN_UPLOADED_BITS} bits, this one has {key.key_size}")
+        return
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        if key.curve.name not in ECDSA_CURVES:
+            raise BadKey(f"ECDSA curve {key.curve.name} is not supported: use nistp256, nistp384 or nistp521")
+        return
+    if not isinstance(key, ed25519.Ed25519PrivateKey):
+        raise BadKey("unsupported key type: use ed25519, ecdsa (nistp256/384/521) or RSA >= 2048 bits")

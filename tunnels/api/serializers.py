@@ -34,6 +34,10 @@ class TunnelSerializer(serializers.ModelSerializer):
         read_only=True, help_text="Entry point: `127.0.0.1:18080` (ssh -L) or `host:port` on the remote side (ssh -R)."
     )
     hash = serializers.CharField(read_only=True, help_text="autossh-compatible hash; changes when the config changes.")
+    ssh_key = serializers.UUIDField(
+        source="ssh_key_id", read_only=True, allow_null=True, help_text="Id of the SSH key it authenticates with."
+    )
+    ssh_key_name = serializers.CharField(read_only=True, allow_null=True, help_text="That key's name.")
 
     class Meta:
         model = Tunnel
@@ -48,6 +52,8 @@ class TunnelSerializer(serializers.ModelSerializer):
             "interactive",
             "ssh_port",
             "auto_restart",
+            "ssh_key",
+            "ssh_key_name",
             "desired_state",
             "status",
             "pid",
@@ -78,7 +84,7 @@ class TunnelSerializer(serializers.ModelSerializer):
 ITEM_COLUMNS = (
     *("uuid", "name", "owner__username", "remote_host", "remote_port", "local_port", "direction", "interactive"),
     *("ssh_port", "auto_restart", "desired_state", "status", "pid", "last_error", "restart_count", "started_at"),
-    *("node", "hash", "created_at", "updated_at"),
+    *("node", "hash", "created_at", "updated_at", "ssh_key_id", "ssh_key__name"),
 )
 
 
@@ -86,6 +92,7 @@ def instance_row(tunnel: Tunnel) -> dict[str, Any]:
     """A model instance as the ``values()`` row the item builder reads."""
     row = {column: getattr(tunnel, column) for column in ITEM_COLUMNS if "__" not in column}
     row["owner__username"] = tunnel.owner.username
+    row["ssh_key__name"] = tunnel.ssh_key.name if tunnel.ssh_key_id else None
     return row
 
 
@@ -117,6 +124,8 @@ def tunnel_item(row: Mapping[str, Any], zone: tzinfo | None = None) -> dict[str,
         "interactive": row["interactive"],
         "ssh_port": row["ssh_port"],
         "auto_restart": row["auto_restart"],
+        "ssh_key": str(row["ssh_key_id"]) if row["ssh_key_id"] else None,
+        "ssh_key_name": row["ssh_key__name"],
         "desired_state": row["desired_state"],
         "status": row["status"],
         "pid": row["pid"],
@@ -167,6 +176,12 @@ class TunnelWriteSerializer(serializers.Serializer):
         required=False, allow_null=True, min_value=1, max_value=65535, help_text="SSH server port."
     )
     auto_restart = serializers.BooleanField(required=False, help_text="Bring the tunnel back when it drops (default).")
+    ssh_key = serializers.UUIDField(
+        required=False,
+        allow_null=True,
+        help_text="Id of one of your SSH keys (`/api/v1/ssh-keys/`), or null for none. Left out: an update keeps "
+        "the current key; a new tunnel gets your only key when you have exactly one. Changing it restarts the tunnel.",
+    )
 
 
 class TunnelCreateSerializer(TunnelWriteSerializer):
@@ -258,6 +273,7 @@ class BackupTunnelSerializer(serializers.Serializer):
     # Snapshots older than these two fields lack them; they are then left out.
     ssh_port = serializers.IntegerField(allow_null=True, required=False)
     auto_restart = serializers.BooleanField(required=False)
+    ssh_key = serializers.UUIDField(allow_null=True, required=False, help_text="Left out by older snapshots.")
 
 
 class BackupSerializer(serializers.ModelSerializer):

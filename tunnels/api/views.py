@@ -182,6 +182,8 @@ TUNNEL_EXAMPLE = {
     "interactive": False,
     "ssh_port": None,
     "auto_restart": True,
+    "ssh_key": "0d4f2c8e-3b1a-4e6f-9c2d-7a8b9c0d1e2f",
+    "ssh_key_name": "laptop",
     "desired_state": "running",
     "status": "running",
     "pid": 12345,
@@ -248,7 +250,8 @@ def _action_schema(summary: str, conflict: bool) -> Any:
     ),
     update=extend_schema(
         summary="Replace a tunnel's configuration",
-        description="Fields left out get their defaults. A running tunnel restarts with the new configuration.",
+        description="Fields left out get their defaults, except `ssh_key`, which is kept when left out. "
+        "A running tunnel restarts with the new configuration.",
         parameters=[ID_PARAM],
         request=s.TunnelWriteSerializer,
         responses=WRITE_RESPONSES,
@@ -297,7 +300,7 @@ class TunnelViewSet(
     }
 
     def base_queryset(self):
-        return Tunnel.objects.select_related("owner")
+        return Tunnel.objects.select_related("owner", "ssh_key")
 
     def list(self, request) -> Response:
         # Plain rows, not model instances: a page of 100 tunnels plus their owners
@@ -508,7 +511,7 @@ class BackupViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OwnedViewS
     def restore(self, request, id=None) -> Response:
         backup = self.get_object()
         services.restore_backup(backup, Actor.from_request(request))
-        tunnels = Tunnel.objects.owned_by(backup.owner).select_related("owner")
+        tunnels = Tunnel.objects.owned_by(backup.owner).select_related("owner", "ssh_key")
         body = {
             "message": f"Configuration restored from backup {backup.id}",
             "tunnels": s.TunnelSerializer(tunnels, many=True).data,

@@ -22,7 +22,7 @@ PORT_HELP = 'A port (`"8080"`) or `host:port`; requests may send a number.'
 
 CONFIG_COLUMNS = (
     *("name", "remote_host", "remote_port", "local_port", "direction", "interactive", "hash"),
-    *("ssh_port", "auto_restart"),
+    *("ssh_port", "auto_restart", "ssh_key_id"),
 )
 
 
@@ -33,11 +33,13 @@ def config_row(row: tuple) -> dict[str, Any]:
     round trip of ``/config`` keeps them and the original's shape is otherwise unchanged.
     """
     item = dict(zip(CONFIG_COLUMNS[:7], row[:7], strict=True))
-    ssh_port, auto_restart = row[7:]
+    ssh_port, auto_restart, ssh_key = row[7:]
     if ssh_port is not None:
         item["ssh_port"] = ssh_port
     if not auto_restart:
         item["auto_restart"] = False
+    if ssh_key is not None:
+        item["ssh_key"] = str(ssh_key)
     return item
 
 
@@ -72,6 +74,12 @@ class TunnelInputSerializer(serializers.Serializer):
     auto_restart = serializers.BooleanField(
         required=False, help_text="tunnelsite extension: bring the tunnel back when it dies (default true)."
     )
+    ssh_key = serializers.UUIDField(
+        required=False,
+        allow_null=True,
+        help_text="tunnelsite extension: id of one of your SSH keys, or null. Left out, an existing tunnel keeps "
+        "its key and a new one gets your only key when you have exactly one.",
+    )
 
 
 class EditInputSerializer(TunnelInputSerializer):
@@ -92,6 +100,7 @@ class CompatTunnelSerializer(serializers.Serializer):
     hash = serializers.CharField(help_text="md5 of the six fields; changes when they change.")
     ssh_port = serializers.IntegerField(required=False, help_text="Only when set.")
     auto_restart = serializers.BooleanField(required=False, help_text="Only when false.")
+    ssh_key = serializers.UUIDField(required=False, help_text="tunnelsite extension: the SSH key's id, only when set.")
 
 
 class ConfigListSerializer(serializers.Serializer):

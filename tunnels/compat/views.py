@@ -314,8 +314,8 @@ class ConfigView(CompatView):
     @compat_schema(
         "compat_config",
         "Every tunnel's configuration",
-        "The caller's tunnels as `{\"tunnels\": [...]}`. tunnelsite's own settings (`ssh_port`, `auto_restart`) "
-        "appear only when not at their default, so a GET-edit-POST round trip keeps them.",
+        "The caller's tunnels as `{\"tunnels\": [...]}`. tunnelsite's own settings (`ssh_port`, `auto_restart`, "
+        "`ssh_key`) appear only when not at their default, so a GET-edit-POST round trip keeps them.",
         {200: s.ConfigListSerializer},
         examples=[ex.CONFIG],
     )

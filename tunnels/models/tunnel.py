@@ -166,4 +166,9 @@ class Tunnel(models.Model):
 
     def backup_dict(self) -> dict:
         """What a backup keeps: the compat fields plus tunnelsite's own, so a restore loses nothing."""
-        return {**self.compat_dict(), "ssh_port": self.ssh_port, "auto_restart": self.auto_restart}
+        return {
+            **self.compat_dict(),
+            "ssh_port": self.ssh_port,
+            "auto_restart": self.auto_restart,
+            "ssh_key": str(self.ssh_key_id) if self.ssh_key_id else None,
+        }
