@@ -280,7 +280,6 @@ def test_staff_with_admin_scope_sees_everyones_tunnels(owner, other, staff_clien
 
 def test_response_builders_match_the_documented_serializers(owner):
     from tunnels.compat import serializers as s
-
     from tunnels.services_keys import generate_key
 
     key = generate_key(owner, "laptop")

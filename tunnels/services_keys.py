@@ -152,6 +152,29 @@ def upload_key(owner, name: Any, private_key_text: Any, passphrase: Any = None, 
     return _store(owner, name, private_key, expires)
 
 
+CREATE_FIELDS = ("name", "algorithm", "bits", "private_key", "passphrase", "expires_at")
+
+
+def create_key(owner, data: Any) -> SshKey:
+    """A request body: ``private_key`` uploads that key, otherwise one is generated."""
+    if not isinstance(data, dict):
+        raise InvalidInput("expected a JSON object with the key's name (and private_key to upload one)")
+    unknown = sorted(set(data) - set(CREATE_FIELDS))
+    if unknown:
+        raise InvalidInput(
+            f"unknown fields: {', '.join(map(str, unknown))[:200]}", {field: ["unknown field"] for field in unknown}
+        )
+    if data.get("private_key") not in (None, ""):
+        for field in ("algorithm", "bits"):
+            if data.get(field) not in (None, ""):
+                message = "only for generated keys: an uploaded key has its own"
+                raise InvalidInput(f"{field}: {message}", {field: [message]})
+        return upload_key(owner, data.get("name"), data["private_key"], data.get("passphrase"), data.get("expires_at"))
+    if data.get("passphrase") not in (None, ""):
+        raise InvalidInput("passphrase: only with private_key", {"passphrase": ["only with private_key"]})
+    return generate_key(owner, data.get("name"), data.get("algorithm"), data.get("bits"), data.get("expires_at"))
+
+
 def _refuse_if_full_or_taken(owner, name: str) -> None:
     mine = SshKey.objects.owned_by(owner)
     if mine.count() >= settings.MAX_SSH_KEYS:
@@ -248,16 +271,14 @@ def authorized_keys_line(key: SshKey, from_addresses: Any = None) -> str:
     no tunnel uses gets ``restrict`` alone: it may log in and do nothing.
     """
     sources = clean_from(from_addresses)
-    permits = sorted({permit_for(tunnel) for tunnel in tunnels_using(key) if tunnel.owner_id == key.owner_id})
+    permits = {permit_for(tunnel) for tunnel in tunnels_using(key) if tunnel.owner_id == key.owner_id}
     options = ["restrict"]
     if permits:
-        kinds = {option for option, _ in permits}
-        if "permitopen" not in kinds:
-            permits.insert(0, ("permitopen", NO_OPEN))
-        if "permitlisten" not in kinds:
-            permits.append(("permitlisten", NO_LISTEN))
+        opens = sorted(value for option, value in permits if option == "permitopen") or [NO_OPEN]
+        listens = sorted(value for option, value in permits if option == "permitlisten") or [NO_LISTEN]
         options.append("port-forwarding")
-        options += [f'{option}="{value}"' for option, value in permits]
+        options += [f'permitopen="{value}"' for value in opens]
+        options += [f'permitlisten="{value}"' for value in listens]
     if sources:
         options.append(f'from="{",".join(sources)}"')
     comment = key.comment or sshkeys.default_comment(key.owner, key.name)
@@ -271,8 +292,9 @@ def authorized_keys_line(key: SshKey, from_addresses: Any = None) -> str:
 def reencrypt_all(keys: Iterable[SshKey] | None = None) -> int:
     """Re-encrypt every stored private key under the current server secret; returns how many."""
     count = 0
-    for key in keys if keys is not None else SshKey.objects.order_by("created_at", "id").iterator():
-        fresh = sshkeys.reencrypt(key.private_key_encrypted)
-        SshKey.objects.filter(pk=key.pk).update(private_key_encrypted=fresh)
-        count += 1
+    with transaction.atomic():  # all or nothing: one undecryptable key leaves every row as it was
+        for key in keys if keys is not None else SshKey.objects.order_by("created_at", "id"):
+            fresh = sshkeys.reencrypt(key.private_key_encrypted)
+            SshKey.objects.filter(pk=key.pk).update(private_key_encrypted=fresh)
+            count += 1
     return count

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-from tunnels.api import calls, views
+from tunnels.api import calls, keys, views
 
 app_name = "tunnels-api"
 
@@ -13,6 +13,7 @@ router = SimpleRouter()
 router.register("tunnels", views.TunnelViewSet, basename="tunnel")
 router.register("history", views.HistoryViewSet, basename="history")
 router.register("backups", views.BackupViewSet, basename="backup")
+router.register("ssh-keys", keys.SshKeyViewSet, basename="ssh-key")
 
 urlpatterns = [
     path("status", views.StatusView.as_view(), name="status"),
