@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
+from django.db.models import Count
 
-from tunnels import services
-from tunnels.models import ConfigBackup, Tunnel, TunnelSession, WorkerNode
+from tunnels import services, services_keys, sshkeys
+from tunnels.models import ConfigBackup, SshKey, Tunnel, TunnelSession, WorkerNode
 from tunnels.validation import CONFIG_FIELDS, TunnelDataError, clean_tunnel_data
 
 
@@ -15,7 +16,7 @@ class TunnelAdminForm(forms.ModelForm):
 
     class Meta:
         model = Tunnel
-        fields = ["owner", *CONFIG_FIELDS, "desired_state"]
+        fields = ["owner", *CONFIG_FIELDS, "ssh_key", "desired_state"]
 
     def clean(self) -> dict:
         data = super().clean()
@@ -23,10 +24,15 @@ class TunnelAdminForm(forms.ModelForm):
             cleaned = clean_tunnel_data({field: data.get(field) for field in CONFIG_FIELDS})
             if data.get("owner"):
                 services.check_quota(data["owner"], cleaned)
+                services.resolve_key(data["owner"], data.get("ssh_key"))  # only the owner's keys
         except TunnelDataError as exc:
             for field, problems in exc.fields.items():
                 self.add_error(field if field in self.fields else None, problems)
         except services.ServiceError as exc:
+            for field, problems in (exc.fields or {}).items():
+                if field in self.fields:
+                    self.add_error(field, problems)
+                    return data
             raise forms.ValidationError(exc.message) from None
         return data
 
@@ -51,7 +57,7 @@ class TunnelAdmin(admin.ModelAdmin):
     list_filter = ("status", "desired_state", "direction", "interactive", "node")
     list_select_related = ("owner",)
     search_fields = ("name", "hash", "remote_host", "owner__username")
-    raw_id_fields = ("owner",)
+    raw_id_fields = ("owner", "ssh_key")
     readonly_fields = (
         "uuid",
         "hash",
@@ -81,6 +87,9 @@ class TunnelAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj: Tunnel, form, change: bool) -> None:
         data = {field: getattr(obj, field) for field in CONFIG_FIELDS}
+        if change or obj.ssh_key_id:
+            # A new tunnel with no key chosen gets the default (the owner's only key).
+            data[services.KEY_FIELD] = obj.ssh_key_id
         actor = services.Actor(user=request.user)
         try:
             if change:
@@ -138,3 +147,88 @@ class ConfigBackupAdmin(admin.ModelAdmin):
 class WorkerNodeAdmin(admin.ModelAdmin):
     list_display = ("name", "hostname", "pid", "version", "started_at", "last_seen")
     search_fields = ("name", "hostname")
+
+
+# --- SSH keys ----------------------------------------------------------------
+
+
+class SshKeyAddForm(forms.ModelForm):
+    """Adding a key generates one through the service layer; key material is never typed in."""
+
+    algorithm = forms.ChoiceField(
+        choices=[(sshkeys.ED25519, "ed25519"), (sshkeys.RSA, f"rsa ({sshkeys.RSA_DEFAULT_BITS} bits)")]
+    )
+
+    class Meta:
+        model = SshKey
+        fields = ["owner", "name", "expires_at"]
+
+    def clean(self) -> dict:
+        data = super().clean()
+        if self.errors:
+            return data
+        try:
+            self.generated = services_keys.generate_key(
+                data["owner"], data.get("name"), data.get("algorithm"), expires_at=data.get("expires_at")
+            )
+        except services.ServiceError as exc:
+            raise forms.ValidationError(exc.message) from None
+        # The form's model checks (unique name per owner...) now run on the saved key itself.
+        self.instance = self.generated
+        return data
+
+
+@admin.register(SshKey)
+class SshKeyAdmin(admin.ModelAdmin):
+    list_display = (
+        "name",
+        "owner",
+        "algorithm",
+        "fingerprint",
+        "tunnel_count",
+        "created_at",
+        "last_used_at",
+        "expires_at",
+    )
+    list_filter = ("algorithm", "created_at", "last_used_at", "expires_at")
+    list_select_related = ("owner",)
+    search_fields = ("name", "fingerprint", "comment", "owner__username")
+    raw_id_fields = ("owner",)
+    # The encrypted private key is never shown, on any page.
+    exclude = ("private_key_encrypted",)
+    shown = ("owner", "name", "algorithm", "bits", "public_key", "fingerprint", "comment")
+    shown += ("created_at", "last_used_at", "expires_at")
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(tunnel_count=Count("tunnels"))
+
+    @admin.display(description="used by tunnels", ordering="tunnel_count")
+    def tunnel_count(self, obj: SshKey) -> int:
+        return getattr(obj, "tunnel_count", 0)
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        if obj is None:
+            kwargs["form"] = SshKeyAddForm
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    def get_fields(self, request, obj=None):
+        return ["owner", "name", "algorithm", "expires_at"] if obj is None else list(self.shown)
+
+    def get_readonly_fields(self, request, obj=None):
+        # A stored key is not edited in place: generate or upload a new one.
+        return () if obj is None else self.shown
+
+    def save_model(self, request, obj: SshKey, form, change: bool) -> None:
+        # Adding: the form's clean() generated and saved the key (services_keys.generate_key);
+        # changing: nothing on the page is editable. Either way there is nothing to save.
+        return
+
+    def delete_model(self, request, obj: SshKey) -> None:
+        try:
+            services_keys.delete_key(obj)
+        except services.ServiceError as exc:
+            messages.error(request, exc.message)
+
+    def delete_queryset(self, request, queryset) -> None:
+        for key in queryset:
+            self.delete_model(request, key)
