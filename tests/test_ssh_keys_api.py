@@ -170,8 +170,11 @@ def test_another_users_key_is_404_on_every_endpoint(owner, other, other_client):
 
 def test_staff_acting_as_admin_sees_everyones(owner, staff):
     generate_key(owner, "laptop")
-    assert client_for(staff, ["read", "admin"]).get(URL).json()["total"] == 1
-    assert client_for(staff, ["read"]).get(URL).json()["total"] == 0
+    generate_key(staff, "own")
+    admin = client_for(staff, ["read", "admin"])
+    assert admin.get(URL).json()["total"] == 2
+    assert [e["name"] for e in admin.get(URL, {"owner": "alice"}).json()["entries"]] == ["laptop"]
+    assert [e["name"] for e in client_for(staff, ["read"]).get(URL).json()["entries"]] == ["own"]
 
 
 # --- delete -------------------------------------------------------------------

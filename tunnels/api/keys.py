@@ -7,12 +7,12 @@ from typing import Any
 
 from django.db.models import Count, QuerySet
 from drf_spectacular.utils import extend_schema
-from rest_framework import mixins, status, viewsets
+from rest_framework import mixins, status
 from rest_framework.decorators import action
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 
-from accounts.visibility import OwnedViewMixin
+from accounts.visibility import OwnedViewSet, OwnerFilter
 from tunnels import services_keys
 from tunnels.api.keys_schema import SshKeySerializer, authorized_keys_schema, ssh_key_schema
 from tunnels.api.views import request_body
@@ -33,16 +33,12 @@ class PlainTextRenderer(BaseRenderer):
 
 @ssh_key_schema
 @extend_schema(tags=["ssh-keys"])
-class SshKeyViewSet(
-    OwnedViewMixin,
-    mixins.ListModelMixin,
-    mixins.RetrieveModelMixin,
-    viewsets.GenericViewSet,
-):
+class SshKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OwnedViewSet):
     """Users' SSH keys: the public halves, and the line that installs one on an SSH server."""
 
     serializer_class = SshKeySerializer
     pagination_class = TotalEntriesPagination
+    filter_backends = [OwnerFilter]
     lookup_url_kwarg = "id"
     # Anything up to the next "/" reaches the view, so a malformed id is a JSON 404.
     lookup_value_regex = "[^/]+"
