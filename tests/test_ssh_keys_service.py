@@ -88,6 +88,7 @@ def test_bad_names_are_refused(owner, name):
 def test_expiry_must_be_in_the_future(owner):
     refused(lambda: generate_key(owner, "k", expires_at="2001-01-01T00:00:00Z"), "expires_at")
     refused(lambda: generate_key(owner, "k", expires_at="soon"), "expires_at")
+    refused(lambda: generate_key(owner, "k", expires_at="2999-13-45T00:00:00Z"), "expires_at")
     assert generate_key(owner, "k", expires_at="2999-01-01T00:00:00Z").expires_at.year == 2999
 
 
@@ -389,6 +390,7 @@ def test_line_with_from(owner):
     line = authorized_keys_line(key, "127.0.0.1,10.0.0.0/8,::1,!192.0.2.1,*.example.com")
     assert line.startswith('restrict,from="127.0.0.1,10.0.0.0/8,::1,!192.0.2.1,*.example.com" ssh-ed25519 ')
     assert authorized_keys_line(key, ["127.0.0.1"]).startswith('restrict,from="127.0.0.1" ')
+    assert authorized_keys_line(key, "127.0.0.1, ::1").startswith('restrict,from="127.0.0.1,::1" ')
 
 
 @pytest.mark.parametrize(

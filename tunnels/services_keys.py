@@ -68,7 +68,10 @@ def clean_name(name: Any) -> str:
 def clean_expires(value: Any) -> datetime | None:
     if value in (None, ""):
         return None
-    when = value if isinstance(value, datetime) else parse_datetime(value) if isinstance(value, str) else None
+    try:
+        when = value if isinstance(value, datetime) else parse_datetime(value) if isinstance(value, str) else None
+    except ValueError:  # well formed but impossible, e.g. month 13
+        when = None
     if when is None:
         message = "must be an ISO 8601 date and time, e.g. 2027-01-01T00:00:00Z"
         raise InvalidInput(f"expires_at: {message}", {"expires_at": [message]})
@@ -239,7 +242,8 @@ def clean_from(addresses: Any) -> list[str]:
     """from= entries: addresses, CIDR networks (host bits zero) or host patterns, optionally negated."""
     if addresses in (None, "", []):
         return []
-    items = addresses.split(",") if isinstance(addresses, str) else addresses
+    # "a, b" as people type it: spaces around the commas are not part of an entry.
+    items = [item.strip() for item in addresses.split(",")] if isinstance(addresses, str) else addresses
     if not isinstance(items, list | tuple) or len(items) > MAX_FROM_ENTRIES:
         raise InvalidInput(f"from: at most {MAX_FROM_ENTRIES} comma-separated entries", {"from": ["too many entries"]})
     return [_from_entry(item) for item in items]
