@@ -21,8 +21,9 @@ from django.utils.dateparse import parse_datetime
 
 from tunnels import sshkeys
 from tunnels.models import LOCAL_TO_REMOTE, SshKey, Tunnel
-from tunnels.services import InvalidInput, QuotaExceeded, ServiceError, _lock_owner
+from tunnels.services import _lock_owner
 from tunnels.validation import FieldError, split_remote
+from tunnelsite.errors import InvalidInput, QuotaExceeded, ServiceError
 
 # Key names appear in the key's comment (``tunnelsite:<user>:<name>``) and in messages.
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@+-]{0,99}$")
