@@ -32,6 +32,18 @@ class SshServer:
     def destination(self) -> str:
         return f"{self.user}@{self.host}"
 
+    @property
+    def authorized_keys(self) -> Path:
+        return self.client_key.parent / "authorized_keys"
+
+    def authorize(self, line: str) -> None:
+        with open(self.authorized_keys, "a") as handle:
+            handle.write(line.strip() + "\n")
+
+    def revoke(self, line: str) -> None:
+        kept = [entry for entry in self.authorized_keys.read_text().splitlines() if entry.strip() != line.strip()]
+        self.authorized_keys.write_text("".join(f"{entry}\n" for entry in kept))
+
 
 def stop_sshd(server: SshServer) -> None:
     """Kill connection children first, so the live sshd reaps them (no orphaned zombies)."""

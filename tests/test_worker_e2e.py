@@ -6,13 +6,13 @@ import contextlib
 import os
 import signal
 import socket
-import subprocess
 
 import psutil
 import pytest
+from django.db import transaction
 
 from tests.procs import free_port, port_open, wait_for
-from tests.worker_fixtures import fetch, sshd_tunnel_data, wait_fetch, wait_gone, wait_status
+from tests.worker_fixtures import fetch, make_key, sshd_tunnel_data, wait_fetch, wait_gone, wait_status
 from tunnels import services
 from tunnels.models import Desired, ExitReason, Tunnel, TunnelSession
 
@@ -35,14 +35,22 @@ def group_pids(tunnel: Tunnel) -> list[int]:
     return [tunnel.pid, *ssh_children(tunnel.pid)]
 
 
-def start_running(owner, sshd, target_server, **overrides) -> Tunnel:
+def create(key, data: dict) -> Tunnel:
+    """A tunnel of ``key.owner`` that authenticates with ``key`` (never seen by the worker without it)."""
+    with transaction.atomic():
+        tunnel = services.create_tunnel(key.owner, data)
+        Tunnel.objects.filter(pk=tunnel.pk).update(ssh_key=key)
+    tunnel.refresh_from_db()
+    return tunnel
+
+
+def start_running(key, sshd, target_server, **overrides) -> Tunnel:
     data = sshd_tunnel_data(sshd, remote_port=str(target_server.port), **overrides)
-    tunnel = services.create_tunnel(owner, data)
-    return wait_status(tunnel, "running")
+    return wait_status(create(key, data), "running")
 
 
-def test_local_forward_carries_traffic_to_target(worker, sshd, owner, target_server):
-    tunnel = start_running(owner, sshd, target_server)
+def test_local_forward_carries_traffic_to_target(worker, sshd, owner_key, target_server):
+    tunnel = start_running(owner_key, sshd, target_server)
 
     assert tunnel.running_generation == tunnel.generation
     assert tunnel.node == worker.node
@@ -53,19 +61,19 @@ def test_local_forward_carries_traffic_to_target(worker, sshd, owner, target_ser
     assert tunnel.log_path.exists()
 
 
-def test_remote_forward_carries_traffic_from_the_server_side(worker, sshd, owner, target_server):
+def test_remote_forward_carries_traffic_from_the_server_side(worker, sshd, owner_key, target_server):
     remote_port = free_port()
     data = sshd_tunnel_data(
         sshd, direction="local_to_remote", local_port=str(target_server.port), remote_port=str(remote_port)
     )
-    tunnel = wait_status(services.create_tunnel(owner, data), "running")
+    tunnel = wait_status(create(owner_key, data), "running")
 
     assert wait_fetch(remote_port, target_server.greeting)
     assert "Authenticated to" in tunnel.log_path.read_text()
 
 
-def test_killed_ssh_child_is_brought_back_by_autossh(worker, sshd, owner, target_server):
-    tunnel = start_running(owner, sshd, target_server)
+def test_killed_ssh_child_is_brought_back_by_autossh(worker, sshd, owner_key, target_server):
+    tunnel = start_running(owner_key, sshd, target_server)
     (child,) = wait_for(lambda: ssh_children(tunnel.pid), message="ssh child")
 
     os.kill(child, signal.SIGKILL)
@@ -77,8 +85,8 @@ def test_killed_ssh_child_is_brought_back_by_autossh(worker, sshd, owner, target
     assert tunnel.status == "running"
 
 
-def test_killed_autossh_is_restarted_and_recorded_as_a_crash(worker, sshd, owner, target_server):
-    tunnel = start_running(owner, sshd, target_server)
+def test_killed_autossh_is_restarted_and_recorded_as_a_crash(worker, sshd, owner_key, target_server):
+    tunnel = start_running(owner_key, sshd, target_server)
     old_pid = tunnel.pid
 
     os.kill(old_pid, signal.SIGKILL)
@@ -96,8 +104,8 @@ def test_killed_autossh_is_restarted_and_recorded_as_a_crash(worker, sshd, owner
     assert TunnelSession.objects.get(tunnel=tunnel, ended_at=None).pid == tunnel.pid
 
 
-def test_restarted_worker_adopts_running_tunnel_without_a_new_session(worker, sshd, owner, target_server):
-    tunnel = start_running(owner, sshd, target_server)
+def test_restarted_worker_adopts_running_tunnel_without_a_new_session(worker, sshd, owner_key, target_server):
+    tunnel = start_running(owner_key, sshd, target_server)
     pid = tunnel.pid
 
     worker.kill()
@@ -111,8 +119,8 @@ def test_restarted_worker_adopts_running_tunnel_without_a_new_session(worker, ss
     assert wait_fetch(int(tunnel.local_port), target_server.greeting)
 
 
-def test_stop_closes_port_and_leaves_no_processes_or_zombies(worker, sshd, owner, target_server):
-    tunnel = start_running(owner, sshd, target_server)
+def test_stop_closes_port_and_leaves_no_processes_or_zombies(worker, sshd, owner, owner_key, target_server):
+    tunnel = start_running(owner_key, sshd, target_server)
     pids = group_pids(tunnel)
 
     services.request_stop(tunnel, services.Actor(owner))
@@ -128,8 +136,8 @@ def test_stop_closes_port_and_leaves_no_processes_or_zombies(worker, sshd, owner
     assert tunnel.log_path.exists()  # logs survive a stop
 
 
-def test_deleting_a_running_tunnel_stops_it(worker, sshd, owner, target_server):
-    tunnel = start_running(owner, sshd, target_server)
+def test_deleting_a_running_tunnel_stops_it(worker, sshd, owner_key, target_server):
+    tunnel = start_running(owner_key, sshd, target_server)
     pids = group_pids(tunnel)
     uuid = tunnel.uuid
 
@@ -143,10 +151,10 @@ def test_deleting_a_running_tunnel_stops_it(worker, sshd, owner, target_server):
     )
 
 
-def test_config_change_restarts_with_the_new_forward(worker, sshd, owner, target_server):
+def test_config_change_restarts_with_the_new_forward(worker, sshd, owner_key, target_server):
     from tests.worker_fixtures import start_target
 
-    tunnel = start_running(owner, sshd, target_server)
+    tunnel = start_running(owner_key, sshd, target_server)
     old_pid = tunnel.pid
     second = start_target()
     try:
@@ -163,14 +171,14 @@ def test_config_change_restarts_with_the_new_forward(worker, sshd, owner, target
         second.server_close()
 
 
-def test_local_port_in_use_fails_with_a_clear_reason_while_others_run(worker, sshd, owner, target_server):
+def test_local_port_in_use_fails_with_a_clear_reason_while_others_run(worker, sshd, owner_key, target_server):
     busy = socket.socket()
     busy.bind(("127.0.0.1", 0))
     busy.listen()
     try:
         port = busy.getsockname()[1]
-        bad = services.create_tunnel(owner, sshd_tunnel_data(sshd, local_port=str(port)))
-        good = start_running(owner, sshd, target_server)
+        bad = create(owner_key, sshd_tunnel_data(sshd, local_port=str(port)))
+        good = start_running(owner_key, sshd, target_server)
         wait_status(bad, "failed")
         assert "address already in use" in bad.last_error
         assert bad.consecutive_failures >= 1 and bad.backoff_until is not None
@@ -180,10 +188,10 @@ def test_local_port_in_use_fails_with_a_clear_reason_while_others_run(worker, ss
         busy.close()
 
 
-def test_unreachable_server_backs_off_with_the_reason(worker, sshd, owner, target_server):
+def test_unreachable_server_backs_off_with_the_reason(worker, sshd, owner_key, target_server):
     closed = free_port()
-    bad = services.create_tunnel(owner, sshd_tunnel_data(sshd, ssh_port=closed))
-    good = start_running(owner, sshd, target_server)
+    bad = create(owner_key, sshd_tunnel_data(sshd, ssh_port=closed))
+    good = start_running(owner_key, sshd, target_server)
 
     wait_status(bad, "backoff", "failed")
     assert "connection refused" in bad.last_error
@@ -191,19 +199,17 @@ def test_unreachable_server_backs_off_with_the_reason(worker, sshd, owner, targe
     wait_for(lambda: Tunnel.objects.get(pk=bad.pk).consecutive_failures >= 2, message="a retry")
 
 
-def test_wrong_key_fails_with_permission_denied(worker_factory, sshd, owner, tmp_path):
-    key = tmp_path / "stranger"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-    worker_factory(extra_env={"TUNNELSITE_SSH_IDENTITY": str(key)})
+def test_wrong_key_fails_with_permission_denied(worker, sshd, owner):
+    stranger = make_key(owner, "not-on-the-server")  # never added to the server's authorized_keys
 
-    bad = services.create_tunnel(owner, sshd_tunnel_data(sshd))
+    bad = create(stranger, sshd_tunnel_data(sshd))
 
     wait_status(bad, "failed")
     assert "permission denied (publickey" in bad.last_error
 
 
-def test_without_auto_restart_a_dead_tunnel_stays_stopped(worker, sshd, owner, target_server):
-    tunnel = start_running(owner, sshd, target_server, auto_restart=False)
+def test_without_auto_restart_a_dead_tunnel_stays_stopped(worker, sshd, owner_key, target_server):
+    tunnel = start_running(owner_key, sshd, target_server, auto_restart=False)
     (child,) = wait_for(lambda: ssh_children(tunnel.pid), message="ssh child")
 
     os.kill(child, signal.SIGKILL)
@@ -214,10 +220,10 @@ def test_without_auto_restart_a_dead_tunnel_stays_stopped(worker, sshd, owner, t
     assert not port_open(int(tunnel.local_port))
 
 
-def test_two_workers_run_each_tunnel_once_and_take_over_a_lost_node(worker_factory, sshd, owner, target_server):
+def test_two_workers_run_each_tunnel_once_and_take_over_a_lost_node(worker_factory, sshd, owner_key, target_server):
     first = worker_factory()
     second = worker_factory()
-    tunnels = [start_running(owner, sshd, target_server) for _ in range(4)]
+    tunnels = [start_running(owner_key, sshd, target_server) for _ in range(4)]
 
     autossh = [p for p in psutil.process_iter(["name", "environ"]) if p.info["name"] == "autossh"]
     uuids = [p.info["environ"].get("TUNNELSITE_TUNNEL") for p in autossh if p.info["environ"]]
@@ -246,16 +252,16 @@ def test_two_workers_run_each_tunnel_once_and_take_over_a_lost_node(worker_facto
     assert fetch(int(tunnels[1].local_port)) == target_server.greeting
 
 
-def test_sigterm_leaves_tunnels_running_unless_stop_on_exit(worker_factory, sshd, owner, target_server):
+def test_sigterm_leaves_tunnels_running_unless_stop_on_exit(worker_factory, sshd, owner_key, target_server):
     keeper = worker_factory()
-    kept = start_running(owner, sshd, target_server)
+    kept = start_running(owner_key, sshd, target_server)
     keeper.stop()
     assert psutil.Process(kept.pid).is_running() and port_open(int(kept.local_port))
     services.request_stop(kept)  # hand it to the next worker to stop
 
     stopper = worker_factory(args=["--stop-on-exit"])
     wait_status(kept, "stopped")
-    tunnel = start_running(owner, sshd, target_server)
+    tunnel = start_running(owner_key, sshd, target_server)
     pids = group_pids(tunnel)
 
     stopper.stop()

@@ -23,6 +23,7 @@ from django.conf import settings as django_settings
 from django.db import connection
 
 from tests.procs import free_port, kill_group, spawn, wait_for
+from tunnels.agent import kill_agents
 
 MANAGE = Path(__file__).resolve().parent.parent / "manage.py"
 _names = itertools.count(1)
@@ -175,9 +176,53 @@ def worker_factory(transactional_db, sshd, settings):
         for proc in handle.history:
             kill_group(proc, grace=5)
     kill_tunnel_processes(settings.DATA_DIR)
+    kill_agents(settings.DATA_DIR)  # the workers' ssh-agents outlive them by design
     # Tunnels whose worker died were re-parented here; leave no zombie behind, then stop adopting orphans.
     processes.reap_zombie_tunnels()
     processes.become_subreaper(False)
+
+
+@pytest.fixture
+def agent(settings):
+    """A real ssh-agent for this test's data dir (tunnels.agent.Agent), killed by PID at teardown."""
+    from tunnels.agent import Agent
+
+    handle = Agent(node="test-agent")
+    yield handle
+    handle.stop()
+    kill_agents(settings.DATA_DIR)
+
+
+def make_key(user, name: str = "office-laptop", **fields):
+    """A generated SshKey of ``user``, saved (as the keys service will make them)."""
+    from tunnels import sshkeys
+
+    key = sshkeys.build(user, name, sshkeys.new_private_key(), comment=sshkeys.default_comment(user, name))
+    for field_name, value in fields.items():
+        setattr(key, field_name, value)
+    key.save()
+    return key
+
+
+def attach_key(tunnel, key) -> None:
+    """Attach ``key`` to ``tunnel`` through the ORM (bumping the generation and waking the worker)."""
+    from django.db.models import F
+
+    from tunnels import services
+    from tunnels.models import Tunnel
+
+    Tunnel.objects.filter(pk=tunnel.pk).update(ssh_key=key, generation=F("generation") + 1)
+    services.bump_marker()
+    tunnel.refresh_from_db()
+
+
+@pytest.fixture
+def owner_key(transactional_db, owner, sshd):
+    """``owner``'s SSH key, accepted by the session sshd while the test runs."""
+    key = make_key(owner)
+    sshd.authorize(key.public_key)
+    yield key
+    sshd.revoke(key.public_key)
 
 
 @pytest.fixture

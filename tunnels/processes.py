@@ -150,12 +150,18 @@ def rotate_log(path: Path) -> None:
         handle.truncate(0)
 
 
-def start(argv: list[str], env: dict[str, str], log_path: Path) -> tuple[subprocess.Popen, int]:
-    """Start a tunnel in its own session; returns the process and the log offset its output begins at."""
+def start(
+    argv: list[str], env: dict[str, str], log_path: Path, display: str | None = None
+) -> tuple[subprocess.Popen, int]:
+    """Start a tunnel in its own session; returns the process and the log offset its output begins at.
+
+    The log (which its owner reads) shows ``display``: the command line with placeholders for paths.
+    """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     rotate_log(log_path)
+    shown = display if display is not None else " ".join(argv)
     with open(log_path, "ab") as log:
-        log.write(f"=== {timezone.now():%Y-%m-%d %H:%M:%S%z} starting: {' '.join(argv)}\n".encode())
+        log.write(f"=== {timezone.now():%Y-%m-%d %H:%M:%S%z} starting: {shown}\n".encode())
         log.flush()
         offset = log.tell()
         proc = subprocess.Popen(

@@ -28,8 +28,9 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from tunnels import processes, services
-from tunnels.models import Desired, ExitReason, Status, Tunnel, TunnelSession, WorkerNode
-from tunnels.ssh import command_for
+from tunnels.agent import Agent, AgentError, KeyUnusable
+from tunnels.models import Desired, ExitReason, SshKey, Status, Tunnel, TunnelSession, WorkerNode
+from tunnels.ssh import NO_KEY_ERROR, NoKey, command_for, redact
 from tunnels.validation import split_local
 
 logger = logging.getLogger("tunnelsite.worker")
@@ -41,6 +42,8 @@ INTERACTIVE_ERROR = (
     "interactive tunnels need a person to answer ssh's prompts; the worker never starts them "
     "(start it from a terminal, or set interactive to false and use key authentication)"
 )
+# SshKey.last_used_at is written at most this often per key.
+KEY_TOUCH_SECONDS = 60.0
 
 # Lines ssh writes when a tunnel cannot work, and what they mean for the user.
 # The last field says whether only the user can fix it (status failed rather than backoff).
@@ -101,7 +104,7 @@ def explain(text: str, tunnel: Tunnel) -> tuple[str, bool] | None:
             match = pattern.search(line)
             if match:
                 words = message.format(listen=tunnel.listen, server=server, **match.groupdict())
-                return f"{words} — ssh said: {line.strip()[:300]}", needs_user
+                return f"{words} — ssh said: {redact(line.strip())[:300]}", needs_user
     return None
 
 
@@ -143,6 +146,9 @@ class Reconciler:
         self._next_heartbeat = 0.0
         self._wake_at: float | None = None
         self._started_at = timezone.now()
+        # Per-user keys: this node's ssh-agent (tunnels.agent); started when a key is first needed.
+        self.agent = Agent(node=self.node)
+        self._key_touched: dict = {}
 
     # --- the pass ---------------------------------------------------------
 
@@ -166,7 +172,7 @@ class Reconciler:
         self._marker = marker
         if resync:
             self._next_resync = now + settings.WORKER_RESYNC_SECONDS
-        self.full_pass(read_logs=resync or died or full)
+        self.full_pass(read_logs=resync or died or full, sync_keys=resync or full)
         return True
 
     @property
@@ -193,13 +199,13 @@ class Reconciler:
         cutoff = timezone.now() - timedelta(seconds=settings.WORKER_LEASE_SECONDS)
         return set(WorkerNode.objects.filter(last_seen__gte=cutoff).values_list("name", flat=True)) | {self.node}
 
-    def full_pass(self, *, read_logs: bool = True) -> None:
+    def full_pass(self, *, read_logs: bool = True, sync_keys: bool = False) -> None:
         live = self.live_nodes()
         found = self.scanner.scan()
         mine_or_claimable = Q(node=self.node) | (
             ~Q(node__in=live) & (Q(desired_state=Desired.RUNNING) | ~Q(status=Status.STOPPED))
         )
-        tunnels = list(Tunnel.objects.select_related("owner", "desired_by_token").filter(mine_or_claimable))
+        tunnels = list(Tunnel.objects.select_related("owner", "desired_by_token", "ssh_key").filter(mine_or_claimable))
         self._wake_at = None
         handled: set[str] = set()
         for tunnel in tunnels:
@@ -213,6 +219,8 @@ class Reconciler:
                 logger.exception("tunnel %s: unexpected error", key)
                 self._record_error(tunnel, f"worker error: {exc.__class__.__name__}: {exc}")
         self._forget_unhandled(handled, found, live)
+        if sync_keys:
+            self._sync_agent(tunnels)
 
     # --- claiming -----------------------------------------------------------
 
@@ -256,11 +264,13 @@ class Reconciler:
             self._stop_found(found, "leftover processes of a tunnel that is not running")
 
         wanted = tunnel.desired_state == Desired.RUNNING
-        if tunnel.interactive and wanted:
+        problem = precondition_error(tunnel) if wanted else None
+        if problem:
+            # Only a configuration change fixes it: checked every pass, no retries, no back-off.
             if tracked is not None:
-                self.stop(tunnel, tracked, ExitReason.FAILED, INTERACTIVE_ERROR)
-            if tunnel.status != Status.FAILED or tunnel.last_error != INTERACTIVE_ERROR:
-                self._update(tunnel, status=Status.FAILED, last_error=INTERACTIVE_ERROR, pid=None)
+                self.stop(tunnel, tracked, ExitReason.FAILED, problem)
+            if tunnel.status != Status.FAILED or tunnel.last_error != problem:
+                self._update(tunnel, status=Status.FAILED, last_error=problem, pid=None)
             return
         if not wanted:
             if tracked is not None:
@@ -307,8 +317,12 @@ class Reconciler:
     # --- starting, checking, stopping -----------------------------------------
 
     def start(self, tunnel: Tunnel, *, restart: bool = False) -> Tracked | None:
-        argv, env = command_for(tunnel, node=self.node)
-        popen, offset = processes.start(argv, env, tunnel.log_path)
+        try:
+            command = command_for(tunnel, node=self.node, agent=self.agent)
+        except (KeyUnusable, AgentError, NoKey) as exc:
+            self.fail(tunnel, None, str(exc), True)
+            return None
+        popen, offset = processes.start(command.argv, command.env, tunnel.log_path, command.display)
         tracked = Tracked(
             tunnel_id=tunnel.pk,
             pid=popen.pid,
@@ -333,7 +347,7 @@ class Reconciler:
             self.stop(tunnel, tracked, ExitReason.HANDED_OVER, "another node claimed the tunnel", record=False)
             return None
         tracked.session_id = self._open_session(tunnel, popen.pid, now).id
-        logger.info("started tunnel %s (%s) pid %s: %s", tunnel.name, tunnel.uuid, popen.pid, " ".join(argv))
+        logger.info("started tunnel %s (%s) pid %s: %s", tunnel.name, tunnel.uuid, popen.pid, command.display)
         return tracked
 
     def _open_session(self, tunnel: Tunnel, pid: int, when) -> TunnelSession:
@@ -391,6 +405,7 @@ class Reconciler:
         if self._forward_up(tunnel, tracked):
             tracked.healthy = True
             self._update(tunnel, status=Status.RUNNING, last_error="", consecutive_failures=0, backoff_until=None)
+            self._touch_key(tunnel)
             logger.info("tunnel %s (%s) is running, pid %s", tunnel.name, tunnel.uuid, tracked.pid)
             return
         limit = settings.SSH_CONNECT_TIMEOUT + 5
@@ -497,6 +512,31 @@ class Reconciler:
         except Exception:
             logger.exception("tunnel %s: could not record the error", tunnel.uuid)
 
+    # --- per-user keys (tunnels.agent) ------------------------------------------
+
+    def _touch_key(self, tunnel: Tunnel) -> None:
+        """The tunnel authenticated with its key: record it, at most once a minute per key."""
+        if not tunnel.ssh_key_id:
+            return
+        now = time.monotonic()
+        last = self._key_touched.get(tunnel.ssh_key_id)
+        if last is not None and now - last < KEY_TOUCH_SECONDS:
+            return
+        self._key_touched[tunnel.ssh_key_id] = now
+        SshKey.objects.filter(pk=tunnel.ssh_key_id).update(last_used_at=timezone.now())
+
+    def _sync_agent(self, tunnels: list[Tunnel]) -> None:
+        """At the resync: the agent holds exactly the keys of the tunnels this node runs."""
+        needed = {
+            t.ssh_key_id: t.ssh_key
+            for t in tunnels
+            if t.ssh_key_id and t.node == self.node and t.desired_state == Desired.RUNNING and not precondition_error(t)
+        }
+        try:
+            self.agent.sync(needed.values())
+        except (AgentError, OSError, subprocess.SubprocessError):
+            logger.exception("could not synchronise the ssh-agent")
+
     # --- tunnels that are no longer ours --------------------------------------
 
     def _forget_unhandled(self, handled: set[str], found: dict[str, list[processes.Found]], live: set[str]) -> None:
@@ -540,6 +580,18 @@ class Reconciler:
                 self.tracked.pop(key, None)
                 continue
             self.stop(tunnel, tracked, ExitReason.WORKER_EXIT, "worker shut down with --stop-on-exit")
+
+
+def precondition_error(tunnel: Tunnel) -> str | None:
+    """Why ``tunnel`` cannot run as configured (a pure check of its row), or None."""
+    if tunnel.interactive:
+        return INTERACTIVE_ERROR
+    if tunnel.ssh_key_id is None:
+        # Never the server's key for a user's tunnel: it would reach every server that trusts it.
+        return None if tunnel.owner.is_staff else NO_KEY_ERROR
+    if tunnel.ssh_key.is_expired():
+        return f"SSH key {tunnel.ssh_key.name!r} has expired: attach another key or renew it"
+    return None
 
 
 def _accepts(host: str, port: int) -> bool:

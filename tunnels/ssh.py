@@ -4,18 +4,26 @@
 list and environment: no shell is ever involved, every user value has been
 validated by ``tunnels.validation``, and the destination is placed after
 ``--`` so it can never be read as an option. ``command_for`` adds the
-file-system side (known_hosts per owner, the empty config for non-staff).
+file-system side (known_hosts per owner, the empty config for non-staff, the
+owner's key in the worker's agent). ``redact`` removes this server's paths
+from anything a user reads (logs, errors): written once, used everywhere.
 """
 
 from __future__ import annotations
 
 import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 
 from tunnels.models import Tunnel
 from tunnels.validation import split_local, split_remote
+
+if TYPE_CHECKING:
+    from tunnels.agent import Agent
 
 MARKER_ENV = "TUNNELSITE_TUNNEL"
 DATA_DIR_ENV = "TUNNELSITE_DATA_DIR"
@@ -53,52 +61,98 @@ def _guard(value: str, what: str) -> str:
     return value
 
 
+@dataclass(frozen=True)
+class Identity:
+    """How a tunnel authenticates, as plain values (``identity_for`` picks it).
+
+    A user's key: ``agent`` (the worker's ssh-agent socket) and ``public_key``
+    (the key's public half, so ssh offers that key and no other the agent
+    holds). The server key (``TUNNELSITE_SSH_IDENTITY``) is for staff tunnels
+    without a key only; ``ambient_agent`` (staff, no key, no server key) lets
+    ssh use the worker's own ``SSH_AUTH_SOCK`` and ssh_config as before.
+    """
+
+    agent: str | None = None
+    public_key: str | None = None
+    key_name: str = ""
+    server_key: str | None = None
+    ambient_agent: bool = False
+
+
+@dataclass(frozen=True)
+class Command:
+    """What the worker runs: ``argv`` and ``env``; ``display_argv`` names no path (logs show it)."""
+
+    argv: list[str]
+    env: dict[str, str]
+    display_argv: list[str]
+
+    @property
+    def display(self) -> str:
+        return " ".join(self.display_argv)
+
+
+class NoKey(ValueError):
+    """A non-staff tunnel has no SSH key: it never falls back to the server's key."""
+
+
+NO_KEY_ERROR = "no SSH key: add one in your keys and attach it"
+
+
 def build_command(
     tunnel: Tunnel,
     *,
-    identity: str | Path | None,
+    identity: Identity,
     known_hosts: str | Path,
     ssh_config: str | Path | None,
-    identities_only: bool = True,
     node: str = "",
-) -> tuple[list[str], dict[str, str]]:
+) -> Command:
     """The autossh argv and environment for ``tunnel`` (pure: touches no files)."""
     destination = _guard(tunnel.remote_host, "destination")
     flag, spec = forward_spec(tunnel)
     _guard(spec, "forward")
-    argv = [
-        settings.AUTOSSH_BIN,
-        "-M",
-        "0",
-        "-N",
-        "-o",
+    argv: list[str] = []
+    shown: list[str] = []
+
+    def add(*values: str, display: str | None = None) -> None:
+        # ``display`` replaces the last value in the logged command line (a path users must not see).
+        argv.extend(values)
+        shown.extend(values if display is None else (*values[:-1], display))
+
+    add(settings.AUTOSSH_BIN, display=Path(settings.AUTOSSH_BIN).name)
+    add("-M", "0", "-N")
+    for option in (
         f"ServerAliveInterval={settings.SSH_SERVER_ALIVE_INTERVAL}",
-        "-o",
         f"ServerAliveCountMax={settings.SSH_SERVER_ALIVE_COUNT}",
-        "-o",
         "ExitOnForwardFailure=yes",
-        "-o",
         "BatchMode=yes",
-        "-o",
         f"ConnectTimeout={settings.SSH_CONNECT_TIMEOUT}",
         # Trust on first use, remembered per owner. Never "no" + /dev/null.
-        "-o",
         "StrictHostKeyChecking=accept-new",
-        "-o",
-        f"UserKnownHostsFile={known_hosts}",
+        "HashKnownHosts=no",
+        # The agent holds every user's keys: never lend it to a server.
+        "ForwardAgent=no",
         # VERBOSE logs "Authenticated to ..." which tells a live -R forward from a connecting one.
-        "-o",
         "LogLevel=VERBOSE",
-    ]
+    ):
+        add("-o", option)
+    add("-o", f"UserKnownHostsFile={known_hosts}", display="UserKnownHostsFile=<known_hosts>")
     if ssh_config:
-        argv += ["-F", str(ssh_config)]
-    if identity:
-        argv += ["-i", str(identity)]
-    if identities_only:
-        argv += ["-o", "IdentitiesOnly=yes"]
+        add("-F", str(ssh_config), display="<ssh_config>")
+    if identity.agent and identity.public_key:
+        add("-o", f"IdentityAgent={identity.agent}", display="IdentityAgent=<agent>")
+        add("-o", f"IdentityFile={identity.public_key}", display=f"IdentityFile=<key:{identity.key_name}>")
+    elif identity.server_key:
+        add("-i", str(identity.server_key), display="<server key>")
+    if not identity.ambient_agent:
+        add("-o", "IdentitiesOnly=yes")
     if tunnel.ssh_port:
-        argv += ["-p", str(int(tunnel.ssh_port))]
-    argv += [flag, spec, "--", destination]
+        add("-p", str(int(tunnel.ssh_port)))
+    add(flag, spec, "--", destination)
+    return Command(argv, _environment(tunnel, identity, node), shown)
+
+
+def _environment(tunnel: Tunnel, identity: Identity, node: str) -> dict[str, str]:
     env = {key: os.environ[key] for key in _INHERITED_ENV if key in os.environ}
     env.update(
         {
@@ -115,9 +169,9 @@ def build_command(
     if not tunnel.auto_restart:
         # The user asked for no restarts: autossh runs ssh once and exits with it.
         env["AUTOSSH_MAXSTART"] = "1"
-    if not identities_only and "SSH_AUTH_SOCK" in os.environ:
+    if identity.ambient_agent and "SSH_AUTH_SOCK" in os.environ:
         env["SSH_AUTH_SOCK"] = os.environ["SSH_AUTH_SOCK"]
-    return argv, env
+    return env
 
 
 # --- files the command refers to -----------------------------------------
@@ -135,44 +189,79 @@ def empty_config_path() -> Path:
     return ssh_dir() / "empty_config"
 
 
-def identity_for(tunnel: Tunnel) -> str | None:
-    """The private key a tunnel authenticates with.
+def identity_for(tunnel: Tunnel, agent: Agent | None = None) -> Identity:
+    """How ``tunnel`` authenticates. Loads its key into ``agent`` (``agent.ensure``) when it has one.
 
-    One server-wide key for now (``TUNNELSITE_SSH_IDENTITY``); per-user
-    identities will be looked up here.
+    Raises ``NoKey`` for a non-staff tunnel without a key, ``KeyUnusable`` /
+    ``AgentError`` (tunnels.agent) when the key cannot be put in the agent.
     """
-    return settings.SSH_IDENTITY or None
+    key = tunnel.ssh_key if tunnel.ssh_key_id else None
+    if key is not None:
+        if agent is None:
+            raise ValueError("a tunnel with an SSH key needs the worker's agent")
+        public = agent.ensure(key)
+        return Identity(agent=str(agent.socket), public_key=str(public), key_name=key.name)
+    if not tunnel.owner.is_staff:
+        raise NoKey(NO_KEY_ERROR)
+    if settings.SSH_IDENTITY:
+        return Identity(server_key=str(settings.SSH_IDENTITY))
+    return Identity(ambient_agent=True)
 
 
-def command_for(tunnel: Tunnel, node: str = "") -> tuple[list[str], dict[str, str]]:
-    """Prepare the files a tunnel's command needs, then build it.
+def command_for(tunnel: Tunnel, node: str = "", agent: Agent | None = None) -> Command:
+    """Prepare the files a tunnel's command needs, then build it (the worker and the connection test).
 
     Non-staff tunnels get an empty ``-F`` config (never the server's
-    ssh_config), ``IdentitiesOnly=yes`` and, without a configured identity, a
-    path that does not exist so ssh's default keys in ``~/.ssh`` are not tried.
-    Staff tunnels may use ``TUNNELSITE_SSH_CONFIG`` and the ssh agent.
+    ssh_config) and only their own key, through ``agent``. Staff tunnels may
+    use ``TUNNELSITE_SSH_CONFIG``, the server key and the worker's own agent.
     """
+    identity = identity_for(tunnel, agent)
     known_hosts = known_hosts_path(tunnel)
     known_hosts.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    identity = identity_for(tunnel)
     if tunnel.owner.is_staff:
-        return build_command(
-            tunnel,
-            identity=identity,
-            known_hosts=known_hosts,
-            ssh_config=settings.SSH_CONFIG or None,
-            identities_only=bool(identity),
-            node=node,
-        )
-    config = empty_config_path()
-    if not config.exists():
-        config.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        config.write_text("# Deliberately empty: non-staff tunnels must not use the server's ssh config.\n")
-    return build_command(
-        tunnel,
-        identity=identity or ssh_dir() / "no-identity",
-        known_hosts=known_hosts,
-        ssh_config=config,
-        identities_only=True,
-        node=node,
-    )
+        config = settings.SSH_CONFIG or None
+    else:
+        config = empty_config_path()
+        if not config.exists():
+            config.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            config.write_text("# Deliberately empty: non-staff tunnels must not use the server's ssh config.\n")
+    return build_command(tunnel, identity=identity, known_hosts=known_hosts, ssh_config=config, node=node)
+
+
+# --- what users may read ---------------------------------------------------
+
+_PATH_END = r"[^\s'\"`,;:)]*"  # ssh writes "path:line" and quotes paths
+_RUNTIME = re.compile(r"[^\s'\"`]*/tunnelsite-[0-9a-f]{16}" + f"(?:/{_PATH_END})?")
+
+
+def redact(text: str) -> str:
+    """``text`` (ssh's output, a log, an error) without this server's paths.
+
+    The data dir (key files, known_hosts, config), the agent's runtime dir,
+    the server key and config and the worker's home become placeholders, so
+    a user learns nothing about the server's layout or other users' ids.
+    """
+    if not text:
+        return text
+    data = re.escape(str(settings.DATA_DIR).rstrip("/"))
+    rules: list[tuple[str, str]] = [
+        (data + r"/ssh/pub/" + _PATH_END, "<key>"),
+        (data + r"/known_hosts/" + _PATH_END, "<known_hosts>"),
+        (data + r"/ssh/empty_config\b", "<ssh_config>"),
+        (data + _PATH_END, "<data>"),
+    ]
+    for path, placeholder in ((settings.SSH_IDENTITY, "<server key>"), (settings.SSH_CONFIG, "<ssh_config>")):
+        if path:
+            rules.insert(0, (re.escape(str(path)) + _PATH_END, placeholder))
+    home = os.path.expanduser("~").rstrip("/")
+    if home:
+        rules.append((re.escape(home) + r"(?=/)" + _PATH_END, "<home>"))
+    text = _RUNTIME.sub("<agent>", text)
+    for pattern, placeholder in rules:
+        text = re.sub(pattern, placeholder, text)
+    return text
+
+
+def redact_for(user, text: str) -> str:
+    """``text`` as ``user`` may read it: staff see the server's paths, everybody else placeholders."""
+    return text if getattr(user, "is_staff", False) else redact(text)

@@ -36,6 +36,7 @@ from tunnels.api.base import WAIT_PARAM, flag, positive_int, wait_seconds
 from tunnels.api.filters import HistoryFilter, StrictOrderingFilter, TunnelFilter
 from tunnels.models import ConfigBackup, Desired, JSONArrayLength, Status, Tunnel, TunnelSession
 from tunnels.services import Actor
+from tunnels.ssh import redact_for
 from tunnelsite.pagination import TotalEntriesPagination
 from tunnelsite.schema import BAD_REQUEST, COMMON_ERRORS, CONFLICT, NOT_FOUND, UNSUPPORTED_MEDIA_TYPE, error
 
@@ -388,13 +389,19 @@ class TunnelViewSet(
         if not path.is_file():
             raise NotFound(f"Log file not found for tunnel: {tunnel.uuid}")
         if flag(request, "download"):
-            return FileResponse(
-                open(path, "rb"),  # FileResponse closes it
-                as_attachment=True,
-                filename=path.name,
-                content_type="text/plain; charset=utf-8",
-            )
-        log = tail(path, lines)
+            if request.user.is_staff:
+                return FileResponse(
+                    open(path, "rb"),  # FileResponse closes it
+                    as_attachment=True,
+                    filename=path.name,
+                    content_type="text/plain; charset=utf-8",
+                )
+            # Capped at LOG_MAX_BYTES by the worker: read whole, without the server's paths.
+            text = redact_for(request.user, path.read_bytes().decode("utf-8", errors="replace"))
+            response = HttpResponse(text, content_type="text/plain; charset=utf-8")
+            response["Content-Disposition"] = f'attachment; filename="{path.name}"'
+            return response
+        log = redact_for(request.user, tail(path, lines))
         body = {"id": tunnel.uuid, "hash": tunnel.hash, "lines": log.count("\n"), "size": path.stat().st_size}
         return Response(s.TunnelLogSerializer({**body, "log": log}).data)
 

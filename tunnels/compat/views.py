@@ -21,6 +21,7 @@ from tunnels.compat import serializers as s
 from tunnels.compat.base import BadBody, CompatView, plain
 from tunnels.compat.logs import file_entry, tail_lines
 from tunnels.models import Tunnel
+from tunnels.ssh import redact_for
 
 LOG_LINES_DEFAULT = 100
 LOG_LINES_MAX = 10_000
@@ -487,7 +488,7 @@ class LogView(CompatView):
         tunnel = self.resolve(prefix)
         lines = positive_int(request, "lines", LOG_LINES_DEFAULT, LOG_LINES_MAX)
         try:
-            log = tail_lines(tunnel.log_path, lines)
+            log = redact_for(request.user, tail_lines(tunnel.log_path, lines))
         except FileNotFoundError:
             return Response({"error": f"Log file not found for tunnel: {tunnel.hash}"}, status=404)
         return Response({"status": "success", "tunnel_hash": tunnel.hash, "log": log})

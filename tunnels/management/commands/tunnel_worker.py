@@ -57,6 +57,7 @@ class Command(BaseCommand):
             self.sleep(min(interval, BUSY_INTERVAL) if reconciler.busy else interval)
         if options["stop_on_exit"]:
             reconciler.stop_all()
+            reconciler.agent.stop()  # the keys go with it
         logger.info(
             "worker %s stopped (%d tunnels %s)",
             node,
