@@ -9,9 +9,12 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from tests.factories import make_tunnel, tunnel_data
+from tests.worker_fixtures import make_key
 from tunnels import services
+from tunnels.agent import agent_processes
 from tunnels.models import Desired, Status, Tunnel, WorkerNode
 from tunnels.reconciler import INTERACTIVE_ERROR, Reconciler, explain
+from tunnels.ssh import NO_KEY_ERROR
 
 pytestmark = pytest.mark.django_db
 
@@ -116,3 +119,29 @@ def test_a_pass_over_many_stopped_tunnels_costs_a_fixed_number_of_queries(owner,
 def test_once_command_runs_a_full_pass(owner):
     call_command("tunnel_worker", "--once", "--node", "node-once")
     assert WorkerNode.objects.filter(name="node-once").exists()
+
+
+def test_non_staff_tunnel_without_a_key_fails_once_and_is_never_retried(owner):
+    tunnel = make_tunnel(owner)
+    reconciler = Reconciler("node-a")
+
+    for _ in range(3):
+        reconciler.reconcile_once(full=True)
+
+    tunnel.refresh_from_db()
+    assert (tunnel.status, tunnel.last_error, tunnel.pid) == (Status.FAILED, NO_KEY_ERROR, None)
+    assert (tunnel.restart_count, tunnel.consecutive_failures, tunnel.backoff_until) == (0, 0, None)
+    assert reconciler.tracked == {}
+
+
+def test_an_expired_key_fails_the_tunnel_before_anything_starts(owner, data_dir):
+    key = make_key(owner, expires_at=timezone.now() - timedelta(minutes=1))
+    tunnel = make_tunnel(owner)
+    Tunnel.objects.filter(pk=tunnel.pk).update(ssh_key=key)
+    reconciler = Reconciler("node-a")
+
+    reconciler.reconcile_once(full=True)
+
+    tunnel.refresh_from_db()
+    assert tunnel.status == Status.FAILED and "has expired" in tunnel.last_error
+    assert reconciler.tracked == {} and agent_processes(data_dir) == []
