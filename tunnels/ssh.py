@@ -231,7 +231,13 @@ def command_for(tunnel: Tunnel, node: str = "", agent: Agent | None = None) -> C
 # --- what users may read ---------------------------------------------------
 
 _PATH_END = r"[^\s'\"`,;:)]*"  # ssh writes "path:line" and quotes paths
-_RUNTIME = re.compile(r"[^\s'\"`]*/tunnelsite-[0-9a-f]{16}" + f"(?:/{_PATH_END})?")
+
+
+def _runtime_pattern() -> re.Pattern[str]:
+    # Literal prefixes only: a leading "any path" class would backtrack quadratically over a long log line.
+    bases = {"/tmp", os.environ.get("XDG_RUNTIME_DIR", "").rstrip("/")} - {""}  # noqa: S108
+    alternatives = "|".join(re.escape(base) for base in sorted(bases)) + r"|/run/user/\d+"
+    return re.compile(f"(?:{alternatives})/tunnelsite-[0-9a-f]{{16}}(?:/{_PATH_END})?")
 
 
 def redact(text: str) -> str:
@@ -256,7 +262,7 @@ def redact(text: str) -> str:
     home = os.path.expanduser("~").rstrip("/")
     if home:
         rules.append((re.escape(home) + r"(?=/)" + _PATH_END, "<home>"))
-    text = _RUNTIME.sub("<agent>", text)
+    text = _runtime_pattern().sub("<agent>", text)
     for pattern, placeholder in rules:
         text = re.sub(pattern, placeholder, text)
     return text
