@@ -91,7 +91,12 @@ def test_sync_removes_keys_no_tunnel_needs_and_their_public_files(owner, other, 
     Agent(node=agent.node).sync([kept])  # a restarted worker, which learnt the keys from ssh-add -l
 
     assert agent.held() == {kept.fingerprint}
-    assert not agent_mod.pub_path(dropped).exists() and agent_mod.pub_path(kept).exists()
+    # Public files are shared by the nodes of a data dir: only a deleted key's goes.
+    dropped_pub = agent_mod.pub_path(dropped)
+    assert dropped_pub.exists() and agent_mod.pub_path(kept).exists()
+    dropped.delete()
+    agent.sync([kept])
+    assert not dropped_pub.exists() and agent_mod.pub_path(kept).exists()
 
 
 def test_sync_with_nothing_needed_starts_no_agent(agent):

@@ -36,6 +36,7 @@ import signal
 import stat
 import subprocess
 import time
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -291,12 +292,21 @@ class Agent:
         logger.info("removed SSH key %s from the agent", fingerprint)
 
     def _prune_pub_files(self, keep: Iterable[SshKey]) -> None:
-        names = {f"{key.pk}.pub" for key in keep}
+        """Remove public files of deleted keys (other nodes sharing the data dir may still use the rest)."""
         directory = pub_dir(self.data_dir)
         if not directory.is_dir():
             return
-        for path in directory.glob("*.pub"):
-            if path.name not in names:
+        names = {f"{key.pk}.pub" for key in keep}
+        others = {path.stem: path for path in directory.glob("*.pub") if path.name not in names}
+        if not others:
+            return
+        ids = []
+        for stem in others:
+            with contextlib.suppress(ValueError):
+                ids.append(uuid.UUID(stem))
+        existing = {str(pk) for pk in SshKey.objects.filter(pk__in=ids).values_list("pk", flat=True)}
+        for stem, path in others.items():
+            if stem not in existing:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
 
