@@ -156,9 +156,10 @@ def test_after_a_worker_crash_the_tunnel_is_adopted_and_the_agent_reused(
 
 
 def test_a_tunnel_without_a_key_fails_once_and_starts_when_a_key_is_attached(
-    worker, sshd, owner, owner_key, target_server, data_dir
+    worker, sshd, owner, target_server, data_dir
 ):
     tunnel = services.create_tunnel(owner, sshd_tunnel_data(sshd, remote_port=str(target_server.port)))
+    assert tunnel.ssh_key_id is None  # the owner has no key yet
 
     wait_status(tunnel, "failed")
     assert tunnel.last_error == "no SSH key: add one in your keys and attach it"
@@ -170,11 +171,16 @@ def test_a_tunnel_without_a_key_fails_once_and_starts_when_a_key_is_attached(
         assert str(tunnel.uuid) not in processes.Scanner(data_dir).scan()
     assert not tunnel.log_path.exists()
 
-    attach_key(tunnel, owner_key)
+    key = make_key(owner)
+    sshd.authorize(key.public_key)
+    try:
+        attach_key(tunnel, key)
 
-    wait_status(tunnel, "running")
-    assert wait_fetch(int(tunnel.local_port), target_server.greeting)
-    assert SshKey.objects.get(pk=owner_key.pk).last_used_at is not None
+        wait_status(tunnel, "running")
+        assert wait_fetch(int(tunnel.local_port), target_server.greeting)
+        assert SshKey.objects.get(pk=key.pk).last_used_at is not None
+    finally:
+        sshd.revoke(key.public_key)
 
 
 def test_a_staff_tunnel_without_a_key_still_uses_the_server_key(worker, sshd, staff, target_server):
