@@ -10,13 +10,13 @@ from __future__ import annotations
 import pytest
 
 from tests.procs import free_port, port_open, wait_for
-from tests.worker_fixtures import attach_key, sshd_tunnel_data
-from tunnels.models import Tunnel
+from tests.worker_fixtures import sshd_tunnel_data
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
 def test_api_drives_a_real_tunnel(sshd, worker, owner_client, owner_key):
+    # owner_key: the owner's only key, which a new tunnel gets by default.
     data = sshd_tunnel_data(sshd, local_port=str(free_port()))
     assert data.get("ssh_port"), "the test sshd listens on a non-default port"
     local_port = int(data["local_port"].rpartition(":")[2])
@@ -24,7 +24,6 @@ def test_api_drives_a_real_tunnel(sshd, worker, owner_client, owner_key):
     created = owner_client.post("/api/v1/tunnels/", data, format="json")
     assert created.status_code == 201, created.json()
     tunnel_id, tunnel_hash = created.json()["id"], created.json()["hash"]
-    attach_key(Tunnel.objects.get(uuid=tunnel_id), owner_key)  # the owner's only key
 
     def status() -> str:
         return owner_client.get(f"/api/v1/tunnels/{tunnel_id}/").json()["status"]

@@ -6,7 +6,7 @@ import pytest
 
 from tests.conftest import client_for
 from tests.procs import port_open, wait_for
-from tests.worker_fixtures import attach_key, sshd_tunnel_data, wait_fetch
+from tests.worker_fixtures import sshd_tunnel_data, wait_fetch
 from tunnels.models import Tunnel
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
@@ -17,12 +17,11 @@ def compat_status(client, tunnel_hash: str) -> str:
 
 
 def test_config_new_runs_stop_closes_and_logs_show_it(worker, sshd, owner, owner_key, target_server):
-    client = client_for(owner)
+    client = client_for(owner)  # owner_key: the owner's only key, which a new tunnel gets by default
     body = sshd_tunnel_data(sshd, remote_port=str(target_server.port))
     created = client.post("/api/autossh/config/new", body, format="json")
     assert created.status_code == 201, created.content
     tunnel_hash = created.json()["hash"]
-    attach_key(Tunnel.objects.get(hash=tunnel_hash), owner_key)  # the owner's only key
     local_port = int(body["local_port"])
 
     # Auto-apply: nobody calls /start; the worker brings the new tunnel up.

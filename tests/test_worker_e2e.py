@@ -9,7 +9,6 @@ import socket
 
 import psutil
 import pytest
-from django.db import transaction
 
 from tests.procs import free_port, port_open, wait_for
 from tests.worker_fixtures import fetch, make_key, sshd_tunnel_data, wait_fetch, wait_gone, wait_status
@@ -36,12 +35,8 @@ def group_pids(tunnel: Tunnel) -> list[int]:
 
 
 def create(key, data: dict) -> Tunnel:
-    """A tunnel of ``key.owner`` that authenticates with ``key`` (never seen by the worker without it)."""
-    with transaction.atomic():
-        tunnel = services.create_tunnel(key.owner, data)
-        Tunnel.objects.filter(pk=tunnel.pk).update(ssh_key=key)
-    tunnel.refresh_from_db()
-    return tunnel
+    """A tunnel of ``key.owner`` that authenticates with ``key``."""
+    return services.create_tunnel(key.owner, {**data, "ssh_key": str(key.pk)})
 
 
 def start_running(key, sshd, target_server, **overrides) -> Tunnel:
