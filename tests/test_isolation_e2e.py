@@ -207,7 +207,8 @@ def test_the_log_a_user_reads_names_no_server_path(worker, sshd, owner, owner_ke
 
     client = client_for(owner)
     api = client.get(f"/api/v1/tunnels/{tunnel.uuid}/logs/", {"lines": 500}).json()["log"]
-    download = client.get(f"/api/v1/tunnels/{tunnel.uuid}/logs/", {"download": 1}).content.decode()
+    response = client.get(f"/api/v1/tunnels/{tunnel.uuid}/logs/", {"download": 1})
+    download = b"".join(response.streaming_content).decode()
     compat = client.get(f"/logs/{tunnel.hash[:8]}", {"lines": 500}).json()["log"]
     for text in (api, download, compat, tunnel.last_error):
         assert str(data_dir) not in text and "/ssh/pub/" not in text and f"user-{owner.pk}" not in text
