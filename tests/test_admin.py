@@ -86,3 +86,24 @@ def test_createsuperuser_noinput(monkeypatch, django_user_model):
     call_command("createsuperuser", "--noinput", "--username", "boss", "--email", "boss@example.com")
     user = django_user_model.objects.get(username="boss")
     assert user.is_superuser and user.check_password("s3cret-pass-xyz")
+
+
+def test_admin_test_connection_action_requests_tests_and_links_to_them(admin_client_, owner):
+    from tunnels.models import ConnectionTest
+
+    client, user = admin_client_
+    plain, interactive = make_tunnel(owner), make_tunnel(owner, interactive=True)
+    response = client.post(
+        "/admin/tunnels/tunnel/",
+        {"action": "test_connections", "_selected_action": [plain.pk, interactive.pk]},
+        follow=True,
+    )
+    page = response.content.decode()
+    assert "1 connection tests requested (1 interactive skipped)" in page
+    assert 'href="/admin/tunnels/connectiontest/"' in page
+    test = ConnectionTest.objects.get()
+    assert (test.tunnel, test.owner, test.requested_by, test.state) == (plain, owner, user, "pending")
+    # Read-only in the admin: listed and viewable, never added or changed there.
+    assert client.get("/admin/tunnels/connectiontest/").status_code == 200
+    assert client.get(f"/admin/tunnels/connectiontest/{test.pk}/change/").status_code == 200
+    assert client.get("/admin/tunnels/connectiontest/add/").status_code == 403

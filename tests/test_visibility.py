@@ -165,7 +165,8 @@ SURFACES = [
     Surface("calls", new_tunnel, None, "/api/v1/calls/client_status?tunnel={id}", ref=tunnel_id),
     Surface("ssh-keys", new_ssh_key, "/api/v1/ssh-keys/", "/api/v1/ssh-keys/{id}/"),
     Surface("known-hosts", new_known_host, "/api/v1/known-hosts/", "/api/v1/known-hosts/{id}/"),
-    Surface("connection-tests", new_connection_test, "/api/v1/tunnels/{tunnel}/test/", None),
+    # Listed under their tunnel, so another user's list is a 404 like the tunnel (tests/test_api_preflight.py).
+    Surface("connection-tests", new_connection_test, None, "/api/v1/tunnels/{tunnel}/tests/{id}/"),
 ]
 
 # Who looks, and whether they should see the owner's row.

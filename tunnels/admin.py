@@ -5,9 +5,11 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import Count
+from django.urls import reverse
+from django.utils.html import format_html
 
-from tunnels import services, services_keys, sshkeys
-from tunnels.models import ConfigBackup, SshKey, Tunnel, TunnelSession, WorkerNode
+from tunnels import preflight, services, services_keys, sshkeys
+from tunnels.models import ConfigBackup, ConnectionTest, SshKey, Tunnel, TunnelSession, WorkerNode
 from tunnels.validation import CONFIG_FIELDS, TunnelDataError, clean_tunnel_data
 
 
@@ -79,7 +81,7 @@ class TunnelAdmin(admin.ModelAdmin):
         "created_at",
         "updated_at",
     )
-    actions = ["start_tunnels", "stop_tunnels"]
+    actions = ["start_tunnels", "stop_tunnels", "test_connections"]
 
     @admin.display(description="hash")
     def hash_prefix(self, obj: Tunnel) -> str:
@@ -119,6 +121,15 @@ class TunnelAdmin(admin.ModelAdmin):
         stopped = services.stop_all(queryset, services.Actor(user=request.user))
         messages.info(request, f"{len(stopped)} asked to stop")
 
+    @admin.action(description="Test connection of selected tunnels")
+    def test_connections(self, request, queryset) -> None:
+        tests, skipped = preflight.request_tests(queryset, services.Actor(user=request.user))
+        results = reverse("admin:tunnels_connectiontest_changelist")
+        text = "{} connection tests requested ({} interactive skipped); a worker runs them within seconds: "
+        messages.info(
+            request, format_html(text + '<a href="{}">see Connection tests</a>', len(tests), len(skipped), results)
+        )
+
 
 @admin.register(TunnelSession)
 class TunnelSessionAdmin(admin.ModelAdmin):
@@ -141,6 +152,24 @@ class ConfigBackupAdmin(admin.ModelAdmin):
     def get_queryset(self, request):
         # The change list never shows the snapshot; loading it would decode every row's JSON.
         return super().get_queryset(request).defer("tunnels")
+
+
+@admin.register(ConnectionTest)
+class ConnectionTestAdmin(admin.ModelAdmin):
+    """Read-only: tests are requested with the tunnels' "Test connection" action and run by a worker."""
+
+    list_display = ("created_at", "tunnel", "owner", "state", "ok", "step", "detail", "node", "finished_at")
+    list_filter = ("state", "ok", "step")
+    list_select_related = ("tunnel", "owner")
+    search_fields = ("tunnel__name", "owner__username", "detail")
+    raw_id_fields = ("tunnel", "owner", "requested_by")
+    date_hierarchy = "created_at"
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
 
 
 @admin.register(WorkerNode)

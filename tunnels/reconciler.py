@@ -30,6 +30,7 @@ from django.utils import timezone
 from tunnels import processes, services
 from tunnels.agent import Agent, AgentError, KeyUnusable
 from tunnels.models import Desired, ExitReason, SshKey, Status, Tunnel, TunnelSession, WorkerNode
+from tunnels.preflight_runner import PreflightRunner
 from tunnels.ssh import NO_KEY_ERROR, NoKey, command_for, redact
 from tunnels.validation import split_local
 
@@ -149,6 +150,8 @@ class Reconciler:
         # Per-user keys: this node's ssh-agent (tunnels.agent); started when a key is first needed.
         self.agent = Agent(node=self.node)
         self._key_touched: dict = {}
+        # Connection tests run in their own threads; their keys go through this agent.
+        self.preflights = PreflightRunner(self.node, agent=self.agent)
 
     # --- the pass ---------------------------------------------------------
 
@@ -158,13 +161,15 @@ class Reconciler:
         marker = services.marker_value()
         now = time.monotonic()
         died = self._reap_and_check()
+        moved = marker != self._marker
         due = (
             full
             or died
-            or marker != self._marker
+            or moved
             or now >= self._next_resync
             or any(not tr.healthy for tr in self.tracked.values())
             or (self._wake_at is not None and now >= self._wake_at)
+            or self.preflights.wants_pass
         )
         if not due:
             return False
@@ -173,7 +178,16 @@ class Reconciler:
         if resync:
             self._next_resync = now + settings.WORKER_RESYNC_SECONDS
         self.full_pass(read_logs=resync or died or full, sync_keys=resync or full)
+        if moved or resync or self.preflights.wants_pass:
+            self._poll_preflights()
         return True
+
+    def _poll_preflights(self) -> None:
+        # Requests bump the marker, so tests are looked for only when it moved (and at resync).
+        try:
+            self.preflights.poll()
+        except Exception:  # connection tests must never stop the tunnels
+            logger.exception("connection tests: unexpected error")
 
     @property
     def busy(self) -> bool:
@@ -532,6 +546,7 @@ class Reconciler:
             for t in tunnels
             if t.ssh_key_id and t.node == self.node and t.desired_state == Desired.RUNNING and not precondition_error(t)
         }
+        needed.update(self.preflights.keys_in_use())  # a running connection test's key stays too
         try:
             self.agent.sync(needed.values())
         except (AgentError, OSError, subprocess.SubprocessError):

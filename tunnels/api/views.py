@@ -35,6 +35,7 @@ from tunnels import services
 from tunnels.api import serializers as s
 from tunnels.api.base import WAIT_PARAM, flag, positive_int, wait_seconds
 from tunnels.api.filters import HistoryFilter, StrictOrderingFilter, TunnelFilter
+from tunnels.api.preflight import ConnectionTestActions
 from tunnels.models import ConfigBackup, Desired, JSONArrayLength, Status, Tunnel, TunnelSession
 from tunnels.services import Actor
 from tunnels.ssh import redact_for
@@ -273,6 +274,7 @@ def _action_schema(summary: str, conflict: bool) -> Any:
 )
 @extend_schema(tags=["tunnels"])
 class TunnelViewSet(
+    ConnectionTestActions,
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
     OwnedViewSet,
@@ -299,6 +301,7 @@ class TunnelViewSet(
         "destroy": "write",
         "logs": "read",
         "sessions": "read",
+        **ConnectionTestActions.test_scopes,
     }
 
     def base_queryset(self):

@@ -43,6 +43,7 @@ class Command(BaseCommand):
         reconciler = Reconciler(node, reap_orphans=True)
         if options["once"]:
             reconciler.reconcile_once(full=True)
+            reconciler.preflights.shutdown(wait=True)
             return
         signal.signal(signal.SIGTERM, self.on_signal)
         signal.signal(signal.SIGINT, self.on_signal)
@@ -55,6 +56,7 @@ class Command(BaseCommand):
                 logger.exception("worker pass failed")
             # While a tunnel is starting, check its forward every 50 ms: "running" shows up sooner.
             self.sleep(min(interval, BUSY_INTERVAL) if reconciler.busy else interval)
+        reconciler.preflights.shutdown()
         if options["stop_on_exit"]:
             reconciler.stop_all()
             reconciler.agent.stop()  # the keys go with it

@@ -1,0 +1,69 @@
+"""Connection tests, the request side: used by the REST API and the admin.
+
+The web process only writes a pending ``ConnectionTest`` and bumps the
+change marker; a worker claims it and runs ssh (``tunnels.preflight_runner``).
+One test per tunnel is in flight at a time: asking again while one is pending
+or running returns that one.
+"""
+
+from __future__ import annotations
+
+import time
+
+from django.db import transaction
+from django.db.models import QuerySet
+
+from tunnels import services
+from tunnels.models import ConnectionTest, TestState, Tunnel
+
+POLL_INTERVAL = 0.1
+INTERACTIVE_REFUSAL = (
+    "interactive tunnels cannot be tested: they need a person to answer ssh's prompts, and the worker never "
+    "runs them (set interactive to false and use key authentication)"
+)
+IN_FLIGHT = (TestState.PENDING, TestState.RUNNING)
+
+
+def request_test(tunnel: Tunnel, actor: services.Actor = services.SYSTEM) -> ConnectionTest:
+    """A pending test of ``tunnel`` (or the one already in flight); the workers are told at once."""
+    if tunnel.interactive:
+        raise services.NotRunnable(INTERACTIVE_REFUSAL)
+    with transaction.atomic():
+        # Serialise requests per tunnel (SQLite serialises writes anyway) so two
+        # requests at once cannot both start a test.
+        Tunnel.objects.select_for_update().filter(pk=tunnel.pk).values_list("pk", flat=True).first()
+        test = ConnectionTest.objects.filter(tunnel=tunnel, state__in=IN_FLIGHT).order_by("created_at").first()
+        if test is not None:
+            return test
+        requester = actor.user if getattr(actor.user, "pk", None) else None
+        test = ConnectionTest.objects.create(tunnel=tunnel, owner_id=tunnel.owner_id, requested_by=requester)
+    services.bump_marker()
+    return test
+
+
+def request_tests(tunnels, actor: services.Actor = services.SYSTEM) -> tuple[list[ConnectionTest], list[Tunnel]]:
+    """Tests of several tunnels (the admin action); interactive ones are skipped and returned apart."""
+    tests, skipped = [], []
+    for tunnel in tunnels:
+        if tunnel.interactive:
+            skipped.append(tunnel)
+        else:
+            tests.append(request_test(tunnel, actor))
+    return tests, skipped
+
+
+def wait_for_result(test: ConnectionTest, timeout: float) -> ConnectionTest:
+    """Re-read ``test`` until it is done, ``timeout`` seconds pass, or no worker is alive to run it."""
+    deadline = time.monotonic() + max(0.0, timeout)
+    while True:
+        test.refresh_from_db()
+        if test.state == TestState.DONE or time.monotonic() >= deadline:
+            return test
+        if test.state == TestState.PENDING and not services.live_workers().exists():
+            return test
+        time.sleep(min(POLL_INTERVAL, max(0.0, deadline - time.monotonic())))
+
+
+def tests_of(tunnel: Tunnel) -> QuerySet[ConnectionTest]:
+    """The tunnel's tests, newest first."""
+    return ConnectionTest.objects.filter(tunnel=tunnel).select_related("tunnel").order_by("-created_at", "-pk")
