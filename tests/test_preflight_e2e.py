@@ -9,13 +9,13 @@ import psutil
 import pytest
 from django.utils import timezone
 
-from tests import sshd as sshd_mod
 from tests.procs import free_port, wait_for
-from tests.worker_fixtures import sshd_tunnel_data
+from tests.worker_fixtures import make_key, sshd_tunnel_data, wait_status
 from tunnels import preflight, processes, services
 from tunnels.models import ConnectionTest, Desired, Status, Tunnel, WorkerNode
 from tunnels.models import TestState as State
 from tunnels.preflight_runner import WORKER_GONE, PreflightRunner
+from tunnels.ssh import NO_KEY_ERROR
 
 pytestmark = pytest.mark.timeout(120)
 ALL_STEPS = ["resolve", "connect", "host_key", "auth", "forward"]
@@ -25,8 +25,10 @@ def url(tunnel: Tunnel) -> str:
     return f"/api/v1/tunnels/{tunnel.uuid}/test/"
 
 
-def stopped(owner, sshd, **overrides) -> Tunnel:
-    return services.create_tunnel(owner, sshd_tunnel_data(sshd, **overrides), start=False)
+def stopped(key, sshd, **overrides) -> Tunnel:
+    """A stopped tunnel of ``key``'s owner that authenticates with ``key``."""
+    data = {**sshd_tunnel_data(sshd, **overrides), "ssh_key": str(key.pk)}
+    return services.create_tunnel(key.owner, data, start=False)
 
 
 def run_test(client, tunnel: Tunnel) -> dict:
@@ -57,9 +59,9 @@ def assert_left_alone(tunnel: Tunnel, data_dir) -> None:
 
 
 def test_local_forward_passes_every_step_and_leaves_the_tunnel_stopped(
-    worker, sshd, owner, owner_client, target_server, data_dir
+    worker, sshd, owner_key, owner_client, target_server, data_dir
 ):
-    tunnel = stopped(owner, sshd, remote_port=str(target_server.port))
+    tunnel = stopped(owner_key, sshd, remote_port=str(target_server.port))
 
     body = run_test(owner_client, tunnel)
 
@@ -73,10 +75,9 @@ def test_local_forward_passes_every_step_and_leaves_the_tunnel_stopped(
     assert_left_alone(tunnel, data_dir)
 
 
-def test_wrong_key_fails_at_auth(worker_factory, sshd, owner, owner_client, target_server, data_dir, tmp_path):
-    wrong = sshd_mod.keygen(tmp_path / "not_authorized")
-    worker_factory(extra_env={"TUNNELSITE_SSH_IDENTITY": str(wrong)})
-    tunnel = stopped(owner, sshd, remote_port=str(target_server.port))
+def test_wrong_key_fails_at_auth(worker, sshd, owner, owner_client, target_server, data_dir):
+    not_authorized = make_key(owner, "not-on-the-server")
+    tunnel = stopped(not_authorized, sshd, remote_port=str(target_server.port))
 
     body = run_test(owner_client, tunnel)
 
@@ -86,8 +87,8 @@ def test_wrong_key_fails_at_auth(worker_factory, sshd, owner, owner_client, targ
     assert_left_alone(tunnel, data_dir)
 
 
-def test_closed_ssh_port_fails_at_connect(worker, sshd, owner, owner_client, data_dir):
-    tunnel = stopped(owner, sshd, ssh_port=free_port())
+def test_closed_ssh_port_fails_at_connect(worker, sshd, owner_key, owner_client, data_dir):
+    tunnel = stopped(owner_key, sshd, ssh_port=free_port())
 
     body = run_test(owner_client, tunnel)
 
@@ -97,13 +98,15 @@ def test_closed_ssh_port_fails_at_connect(worker, sshd, owner, owner_client, dat
     assert_left_alone(tunnel, data_dir)
 
 
-def test_remote_port_taken_on_the_server_fails_at_forward(worker, sshd, owner, owner_client, target_server, data_dir):
+def test_remote_port_taken_on_the_server_fails_at_forward(
+    worker, sshd, owner_key, owner_client, target_server, data_dir
+):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))  # the sshd runs on this host: its -R listen would clash
         taken.listen()
         port = taken.getsockname()[1]
         tunnel = stopped(
-            owner,
+            owner_key,
             sshd,
             direction="local_to_remote",
             local_port=str(target_server.port),
@@ -118,9 +121,9 @@ def test_remote_port_taken_on_the_server_fails_at_forward(worker, sshd, owner, o
     assert_left_alone(tunnel, data_dir)
 
 
-def test_remote_forward_passes_when_the_port_is_free(worker, sshd, owner, owner_client, target_server, data_dir):
+def test_remote_forward_passes_when_the_port_is_free(worker, sshd, owner_key, owner_client, target_server, data_dir):
     tunnel = stopped(
-        owner, sshd, direction="local_to_remote", local_port=str(target_server.port), remote_port=str(free_port())
+        owner_key, sshd, direction="local_to_remote", local_port=str(target_server.port), remote_port=str(free_port())
     )
 
     body = run_test(owner_client, tunnel)
@@ -129,11 +132,11 @@ def test_remote_forward_passes_when_the_port_is_free(worker, sshd, owner, owner_
     assert_left_alone(tunnel, data_dir)
 
 
-def test_local_port_in_use_fails_at_forward_for_a_stopped_tunnel(worker, sshd, owner, owner_client, target_server):
+def test_local_port_in_use_fails_at_forward_for_a_stopped_tunnel(worker, sshd, owner_key, owner_client, target_server):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
-        tunnel = stopped(owner, sshd, remote_port=str(target_server.port), local_port=str(busy.getsockname()[1]))
+        tunnel = stopped(owner_key, sshd, remote_port=str(target_server.port), local_port=str(busy.getsockname()[1]))
 
         body = run_test(owner_client, tunnel)
 
@@ -141,8 +144,8 @@ def test_local_port_in_use_fails_at_forward_for_a_stopped_tunnel(worker, sshd, o
     assert "address already in use" in body["detail"]
 
 
-def test_unreachable_target_of_a_local_forward_fails_at_forward(worker, sshd, owner, owner_client):
-    tunnel = stopped(owner, sshd, remote_port=str(free_port()))  # nothing listens there
+def test_unreachable_target_of_a_local_forward_fails_at_forward(worker, sshd, owner_key, owner_client):
+    tunnel = stopped(owner_key, sshd, remote_port=str(free_port()))  # nothing listens there
 
     body = run_test(owner_client, tunnel)
 
@@ -151,9 +154,9 @@ def test_unreachable_target_of_a_local_forward_fails_at_forward(worker, sshd, ow
 
 
 def test_queued_without_worker_then_done_once_a_worker_runs(
-    worker_factory, sshd, owner, owner_client, target_server, data_dir
+    worker_factory, sshd, owner_key, owner_client, target_server, data_dir
 ):
-    tunnel = stopped(owner, sshd, remote_port=str(target_server.port))
+    tunnel = stopped(owner_key, sshd, remote_port=str(target_server.port))
 
     response = owner_client.post(url(tunnel) + "?wait=0")
 
@@ -216,3 +219,29 @@ def test_a_test_left_running_by_a_dead_node_is_failed(owner, settings):
 
 def sshd_tunnel_data_stub() -> dict:
     return {"name": "stub", "remote_host": "user@127.0.0.1", "remote_port": "80", "local_port": str(free_port())}
+
+
+def test_tunnel_without_a_key_fails_at_auth_before_running_ssh(worker, sshd, owner, owner_client, data_dir):
+    tunnel = services.create_tunnel(owner, sshd_tunnel_data(sshd), start=False)
+
+    body = run_test(owner_client, tunnel)
+
+    assert [(s["step"], s["ok"]) for s in body["steps"]] == [("resolve", True), ("connect", True), ("auth", False)]
+    assert body["detail"] == NO_KEY_ERROR
+    assert_left_alone(tunnel, data_dir)
+
+
+def test_running_remote_forward_is_tested_on_a_spare_port_and_keeps_running(
+    worker, sshd, owner_key, owner_client, target_server
+):
+    data = sshd_tunnel_data(sshd, direction="local_to_remote", local_port=str(target_server.port))
+    tunnel = services.create_tunnel(owner_key.owner, {**data, "ssh_key": str(owner_key.pk)})
+    tunnel = wait_status(tunnel, "running")
+    pid = tunnel.pid
+
+    body = run_test(owner_client, tunnel)
+
+    assert (body["ok"], body["step"]) == (True, "forward"), body
+    assert "spare port" in body["detail"]
+    tunnel.refresh_from_db()
+    assert (tunnel.status, tunnel.pid) == (Status.RUNNING, pid)

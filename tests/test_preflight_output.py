@@ -150,52 +150,54 @@ def test_first_connection_says_the_host_key_was_remembered():
 
 
 def test_redact_hides_server_paths(settings):
-    line = f'Load key "{settings.DATA_DIR}/ssh/keys/7": invalid format; see /etc/ssh/ssh_config'
+    line = f'Load key "{settings.DATA_DIR}/ssh/pub/7.pub": invalid format'
 
-    assert redact(line) == 'Load key "<path>": invalid format; see <path>'
+    assert str(settings.DATA_DIR) not in redact(line)
+    assert redact("x" * 1000) == "x" * 300
 
 
 # --- the command line -----------------------------------------------------
 
 
-def test_preflight_command_is_plain_ssh_with_the_tunnels_options_and_our_options_first(owner, settings):
+def test_preflight_command_is_plain_ssh_with_the_tunnels_options_and_our_options_first(staff, settings):
     settings.SSH_IDENTITY = "/keys/id"
-    tunnel = services.create_tunnel(owner, tunnel_data(ssh_port=2222), start=False)
-    autossh_argv, _ = ssh.command_for(tunnel)
+    tunnel = services.create_tunnel(staff, tunnel_data(ssh_port=2222), start=False)
+    autossh = ssh.command_for(tunnel)
 
-    argv, env = ssh.preflight_command(tunnel)
+    command = ssh.preflight_command(tunnel)
 
-    assert argv[0] == "ssh" and "-M" not in argv
-    assert argv[1:10] == [
-        "-N",
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "ExitOnForwardFailure=yes",
-        "-o",
-        "ConnectTimeout=5",
-        "-o",
-        "LogLevel=DEBUG2",
-    ]
+    assert command.argv[0] == "ssh" and "-M" not in command.argv
+    ours = ["-N", "-o", "BatchMode=yes", "-o", "ExitOnForwardFailure=yes", "-o", "ConnectTimeout=5"]
+    assert command.argv[1:10] == [*ours, "-o", "LogLevel=DEBUG2"]
     # Everything the tunnel itself uses follows (identity, known_hosts, config, forward, destination).
-    assert argv[10:] == autossh_argv[4:]
-    assert not {ssh.MARKER_ENV, ssh.DATA_DIR_ENV, ssh.NODE_ENV, ssh.GENERATION_ENV} & set(env)
-    assert not any(key.startswith("AUTOSSH_") for key in env)
+    assert command.argv[10:] == autossh.argv[4:]
+    assert command.display_argv[10:] == autossh.display_argv[4:]
+    assert "/keys/id" not in command.display
+    assert not {ssh.MARKER_ENV, ssh.DATA_DIR_ENV, ssh.NODE_ENV, ssh.GENERATION_ENV} & set(command.env)
+    assert not any(key.startswith("AUTOSSH_") for key in command.env)
 
 
-def test_stdio_preflight_replaces_the_local_forward_with_w(owner):
-    tunnel = services.create_tunnel(owner, tunnel_data(remote_port="db.internal:5432"), start=False)
+def test_preflight_of_a_keyless_user_tunnel_raises_no_key(owner):
+    tunnel = services.create_tunnel(owner, tunnel_data(), start=False)
 
-    argv, _ = ssh.preflight_command(tunnel, stdio=True)
-
-    assert "-L" not in argv
-    assert argv[-4:] == ["-W", "db.internal:5432", "--", "user@example.com"]
+    with pytest.raises(ssh.NoKey):
+        ssh.preflight_command(tunnel)
 
 
-def test_spare_port_preflight_asks_for_port_0_on_the_remote_side(owner):
+def test_stdio_preflight_replaces_the_local_forward_with_w(staff):
+    tunnel = services.create_tunnel(staff, tunnel_data(remote_port="db.internal:5432"), start=False)
+
+    command = ssh.preflight_command(tunnel, stdio=True)
+
+    assert "-L" not in command.argv
+    assert command.argv[-4:] == ["-W", "db.internal:5432", "--", "user@example.com"]
+    assert command.display_argv[-4:] == command.argv[-4:]
+
+
+def test_spare_port_preflight_asks_for_port_0_on_the_remote_side(staff):
     data = tunnel_data(direction="local_to_remote", remote_port="127.0.0.1:9000", local_port="8080")
-    tunnel = services.create_tunnel(owner, data, start=False)
+    tunnel = services.create_tunnel(staff, data, start=False)
 
-    argv, _ = ssh.preflight_command(tunnel, spare_remote_port=True)
+    command = ssh.preflight_command(tunnel, spare_remote_port=True)
 
-    assert argv[-4:] == ["-R", "127.0.0.1:0:127.0.0.1:8080", "--", "user@example.com"]
+    assert command.argv[-4:] == ["-R", "127.0.0.1:0:127.0.0.1:8080", "--", "user@example.com"]
