@@ -139,10 +139,14 @@ class Surface:
     ref: Callable[[Any], str] = pk  # how the API names the row
     key: str = "id"  # the list item's field carrying ``ref``
     random_ref: Callable[[], str] = random_uuid
+    # The list lives under the row's tunnel: whoever may not see the tunnel gets its 404, not an empty list.
+    under_tunnel: bool = False
 
-    def urls(self, obj: models.Model, ref: str) -> tuple[str | None, str | None]:
-        tunnel = getattr(obj, "tunnel", None)
-        values = {"id": ref, "tunnel": str(tunnel.uuid) if isinstance(tunnel, Tunnel) else ""}
+    def urls(self, obj: models.Model, ref: str, tunnel: str | None = None) -> tuple[str | None, str | None]:
+        if tunnel is None:
+            parent = getattr(obj, "tunnel", None)
+            tunnel = str(parent.uuid) if isinstance(parent, Tunnel) else ""
+        values = {"id": ref, "tunnel": tunnel}
         return tuple(url.format(**values) if url else None for url in (self.list_url, self.detail_url))
 
 
@@ -165,8 +169,13 @@ SURFACES = [
     Surface("calls", new_tunnel, None, "/api/v1/calls/client_status?tunnel={id}", ref=tunnel_id),
     Surface("ssh-keys", new_ssh_key, "/api/v1/ssh-keys/", "/api/v1/ssh-keys/{id}/"),
     Surface("known-hosts", new_known_host, "/api/v1/known-hosts/", "/api/v1/known-hosts/{id}/"),
-    # Listed under their tunnel, so another user's list is a 404 like the tunnel (tests/test_api_preflight.py).
-    Surface("connection-tests", new_connection_test, None, "/api/v1/tunnels/{tunnel}/tests/{id}/"),
+    Surface(
+        "connection-tests",
+        new_connection_test,
+        "/api/v1/tunnels/{tunnel}/tests/",
+        "/api/v1/tunnels/{tunnel}/tests/{id}/",
+        under_tunnel=True,
+    ),
 ]
 
 # Who looks, and whether they should see the owner's row.
@@ -187,12 +196,14 @@ def viewer_client(viewer: str, owner, other, staff):
     return client_for(staff, scopes)
 
 
-def require_route(url: str, template: str):
-    """The view class behind ``url``; skips a line whose endpoint another change has not landed yet."""
+def require_route(url: str, template: str) -> list:
+    """The filter backends of the view behind ``url``; skips a line whose endpoint has not landed yet."""
     try:
-        return resolve(url.split("?")[0]).func.cls
+        view = resolve(url.split("?")[0]).func
     except Resolver404:
         pytest.skip(f"{template} is not routed yet")
+    # A viewset action may set its own filter_backends (an initkwarg of the routed view).
+    return list(view.initkwargs.get("filter_backends", getattr(view.cls, "filter_backends", [])))
 
 
 def refs_in(body: Any, key: str) -> set[str]:
@@ -215,21 +226,34 @@ def test_owned_rows_are_seen_by_their_owner_and_admin_only(surface, viewer, owne
         if url:
             require_route(url, template)
     client = viewer_client(viewer, owner, other, staff)
-    sees = VIEWERS[viewer]
     if list_url:
-        response = client.get(list_url)
-        assert response.status_code == 200, response.content
-        assert (ref in refs_in(response.json(), surface.key)) is sees
+        check_list(client, surface, row, ref, sees=VIEWERS[viewer])
     if detail_url:
-        response = client.get(detail_url)
-        if sees:
-            assert response.status_code == 200, response.content
-            return
-        assert response.status_code == 404, response.content
-        random_ref = surface.random_ref()
-        unknown = client.get(surface.urls(row, random_ref)[1])
-        assert unknown.status_code == 404
-        assert masked(response, ref) == masked(unknown, random_ref)
+        check_detail(client, surface, row, ref, sees=VIEWERS[viewer])
+
+
+def check_list(client, surface: Surface, row: models.Model, ref: str, sees: bool) -> None:
+    list_url = surface.urls(row, ref)[0]
+    response = client.get(list_url)
+    if surface.under_tunnel and not sees:
+        unknown = client.get(surface.urls(row, ref, tunnel=random_uuid())[0])
+        assert response.status_code == unknown.status_code == 404, response.content
+        assert response.json() == unknown.json()
+        return
+    assert response.status_code == 200, response.content
+    assert (ref in refs_in(response.json(), surface.key)) is sees
+
+
+def check_detail(client, surface: Surface, row: models.Model, ref: str, sees: bool) -> None:
+    response = client.get(surface.urls(row, ref)[1])
+    if sees:
+        assert response.status_code == 200, response.content
+        return
+    assert response.status_code == 404, response.content
+    random_ref = surface.random_ref()
+    unknown = client.get(surface.urls(row, random_ref)[1])
+    assert unknown.status_code == 404
+    assert masked(response, ref) == masked(unknown, random_ref)
 
 
 @pytest.mark.parametrize("surface", [s for s in SURFACES if s.list_url], ids=lambda surface: surface.name)
@@ -237,10 +261,9 @@ def test_staff_owner_filter_narrows_admin_lists_only(surface, owner, other, staf
     """``?owner=``/``?user=`` (OwnerFilter): staff acting as admin narrow to one user; others are unaffected."""
     mine, theirs = surface.make(owner), surface.make(other)
     list_url = surface.urls(mine, "")[0]
-    view = require_route(list_url, surface.list_url)
-    if OwnerFilter not in getattr(view, "filter_backends", ()):
+    if OwnerFilter not in require_route(list_url, surface.list_url):
         pytest.skip(f"{surface.list_url} has no owner filter")
-    param = OwnerFilter.param(view)
+    param = OwnerFilter.param(resolve(list_url).func.cls)
     mine_ref, theirs_ref = surface.ref(mine), surface.ref(theirs)
 
     def listed(client, username: str) -> set[str]:
