@@ -245,3 +245,37 @@ def test_running_remote_forward_is_tested_on_a_spare_port_and_keeps_running(
     assert "spare port" in body["detail"]
     tunnel.refresh_from_db()
     assert (tunnel.status, tunnel.pid) == (Status.RUNNING, pid)
+
+
+@pytest.fixture
+def silent_server():
+    """A TCP port that takes connections but never speaks (no SSH banner)."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(16)
+        yield server.getsockname()[1]
+
+
+def test_a_server_that_never_answers_fails_at_host_key(worker, sshd, owner_key, owner_client, silent_server, data_dir):
+    tunnel = stopped(owner_key, sshd, ssh_port=silent_server)
+
+    body = run_test(owner_client, tunnel)
+
+    assert [(s["step"], s["ok"]) for s in body["steps"]] == [("resolve", True), ("connect", True), ("host_key", False)]
+    assert body["detail"].startswith("no SSH handshake")
+    assert "timed out" in body["detail"]
+    assert_left_alone(tunnel, data_dir)
+
+
+def test_worker_shutdown_ends_a_running_test_as_worker_gone(
+    worker, sshd, owner_key, owner_client, silent_server, data_dir
+):
+    tunnel = stopped(owner_key, sshd, ssh_port=silent_server)
+    test_id = owner_client.post(url(tunnel) + "?wait=0").json()["id"]
+    wait_for(lambda: ConnectionTest.objects.get(pk=test_id).state == State.RUNNING, timeout=10, message="running")
+
+    worker.stop()
+
+    test = ConnectionTest.objects.get(pk=test_id)
+    assert (test.state, test.ok, test.step, test.detail) == (State.DONE, False, "worker", WORKER_GONE)
+    assert_left_alone(tunnel, data_dir)

@@ -116,6 +116,12 @@ def test_output_without_an_outcome_yet_is_undecided():
     ("lines", "ended", "expected", "words"),
     [
         (
+            ["Connection to 127.0.0.1 port 44095 timed out"],
+            "exited",
+            [("host_key", False)],
+            "no SSH handshake",
+        ),
+        (
             ["kex_exchange_identification: read: Connection reset by peer"],
             "exited",
             [("host_key", False)],

@@ -83,6 +83,7 @@ REMOTE_OK = re.compile(r"remote forward success for: listen (?P<listen>\S+?),|Al
 REMOTE_FAILED = re.compile(r"remote port forwarding failed|remote forward failure for")
 STDIO_OK = re.compile(r"channel \d+: open confirm")
 STDIO_FAILED = re.compile(r"open failed: (?P<why>.*)|administratively prohibited|stdio forwarding failed")
+NO_HANDSHAKE = re.compile(r"banner exchange|kex_exchange_identification|Connection to \S+ port \d+ timed out")
 # What ssh says when it gives up for a reason not listed above (the last such line is shown).
 SSH_ERROR = re.compile(r"^(?!debug\d:)(?!Warning: Permanently).+")
 
@@ -116,6 +117,8 @@ def read_ssh_output(text: str, *, stdio: bool, forward: str, ended: str | None =
         why = f"no answer within {SSH_DEADLINE:g} s" + (f" (ssh said: {last})" if last else "")
     else:
         why = f"ssh exited: {last}" if last else "ssh exited without saying why"
+    if not seen.host_key and NO_HANDSHAKE.search(seen.last_error):
+        why = f"no SSH handshake: the server took the connection but did not answer as an SSH server ({why})"
     return _fail_next(seen, why)
 
 
