@@ -17,6 +17,8 @@ from tunnels import services
 from tunnels.models import ConnectionTest, TestState, Tunnel
 
 POLL_INTERVAL = 0.1
+# The steps a test reports, in order; "worker": the worker running it stopped (or broke) before a result.
+STEPS = ("resolve", "connect", "host_key", "auth", "forward", "worker")
 INTERACTIVE_REFUSAL = (
     "interactive tunnels cannot be tested: they need a person to answer ssh's prompts, and the worker never "
     "runs them (set interactive to false and use key authentication)"

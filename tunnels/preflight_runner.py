@@ -50,7 +50,6 @@ THREADS = 4
 SSH_DEADLINE = 10.0
 CONNECT_TIMEOUT = 5.0
 OUTPUT_LIMIT = 65536
-STEPS = ("resolve", "connect", "host_key", "auth", "forward")
 WORKER_GONE = "the worker running the test stopped"
 SCAN_LIMIT = 500  # in-flight tests read per pass (at most one per tunnel)
 

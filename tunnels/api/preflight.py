@@ -24,12 +24,11 @@ from tunnels.services import Actor
 from tunnelsite.schema import BAD_REQUEST, COMMON_ERRORS, NOT_FOUND, error
 
 TEST_WAIT_DEFAULT = 10.0
-STEP_NAMES = ("resolve", "connect", "host_key", "auth", "forward", "worker")
 
 
 class TestStepSerializer(serializers.Serializer):
     step = serializers.ChoiceField(
-        choices=STEP_NAMES,
+        choices=preflight.STEPS,
         help_text="`resolve`, `connect`, `host_key`, `auth`, `forward` in this order "
         "(`worker`: the worker running the test stopped).",
     )
