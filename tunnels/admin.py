@@ -8,8 +8,8 @@ from django.db.models import Count
 from django.urls import reverse
 from django.utils.html import format_html
 
-from tunnels import preflight, services, services_keys, sshkeys
-from tunnels.models import ConfigBackup, ConnectionTest, SshKey, Tunnel, TunnelSession, WorkerNode
+from tunnels import hostkeys, preflight, services, services_keys, sshkeys
+from tunnels.models import ConfigBackup, ConnectionTest, KnownHost, SshKey, Tunnel, TunnelSession, WorkerNode
 from tunnels.validation import CONFIG_FIELDS, TunnelDataError, clean_tunnel_data
 
 
@@ -261,3 +261,52 @@ class SshKeyAdmin(admin.ModelAdmin):
     def delete_queryset(self, request, queryset) -> None:
         for key in queryset:
             self.delete_model(request, key)
+
+
+@admin.register(KnownHost)
+class KnownHostAdmin(admin.ModelAdmin):
+    """Reading is free; accepting and deleting go through ``tunnels.hostkeys``."""
+
+    list_display = ("host", "port", "owner", "key_type", "fingerprint", "state", "source", "last_seen", "changed_at")
+    list_filter = ("state", "source", "key_type")
+    list_select_related = ("owner",)
+    search_fields = ("host", "fingerprint", "offered_fingerprint", "owner__username")
+    raw_id_fields = ("owner",)
+    readonly_fields = (
+        "key",
+        "fingerprint",
+        "state",
+        "offered_key",
+        "offered_fingerprint",
+        "source",
+        "first_seen",
+        "last_seen",
+        "changed_at",
+    )
+    actions = ["accept_offered_keys"]
+
+    def has_add_permission(self, request) -> bool:
+        return False  # pinned through the API (ssh-keyscan output is validated there)
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False  # trust changes only by accepting or deleting
+
+    def delete_model(self, request, obj: KnownHost) -> None:
+        hostkeys.delete(obj)
+
+    def delete_queryset(self, request, queryset) -> None:
+        for known_host in queryset:
+            hostkeys.delete(known_host)
+
+    @admin.action(description="Accept the key the server now offers")
+    def accept_offered_keys(self, request, queryset) -> None:
+        accepted, refused = 0, []
+        for known_host in queryset.select_related("owner"):
+            try:
+                hostkeys.accept(known_host)
+                accepted += 1
+            except services.ServiceError as exc:
+                refused.append(f"{known_host.host}:{known_host.port} ({known_host.owner}): {exc.message}")
+        messages.info(request, f"{accepted} accepted")
+        for problem in refused:
+            messages.warning(request, problem)

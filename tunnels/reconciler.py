@@ -27,7 +27,7 @@ from django.conf import settings
 from django.db.models import F, Q
 from django.utils import timezone
 
-from tunnels import processes, services
+from tunnels import hostkeys, processes, services
 from tunnels.agent import Agent, AgentError, KeyUnusable
 from tunnels.models import Desired, ExitReason, SshKey, Status, Tunnel, TunnelSession, WorkerNode
 from tunnels.preflight_runner import PreflightRunner
@@ -152,6 +152,7 @@ class Reconciler:
         self._key_touched: dict = {}
         # Connection tests run in their own threads; their keys go through this agent.
         self.preflights = PreflightRunner(self.node, agent=self.agent)
+        self._changed_hosts: dict[tuple[int, str, int], str] | None = None  # per full pass (tunnels.hostkeys)
 
     # --- the pass ---------------------------------------------------------
 
@@ -221,6 +222,7 @@ class Reconciler:
         )
         tunnels = list(Tunnel.objects.select_related("owner", "desired_by_token", "ssh_key").filter(mine_or_claimable))
         self._wake_at = None
+        self._changed_hosts = None
         handled: set[str] = set()
         for tunnel in tunnels:
             key = str(tunnel.uuid)
@@ -286,6 +288,10 @@ class Reconciler:
             if tunnel.status != Status.FAILED or tunnel.last_error != problem:
                 self._update(tunnel, status=Status.FAILED, last_error=problem, pid=None)
             return
+        host_key_changed = self._host_key_block(tunnel, wanted)
+        if host_key_changed:
+            self._keep_failed(tunnel, tracked, host_key_changed)
+            return
         if not wanted:
             if tracked is not None:
                 self.stop(tunnel, tracked, ExitReason.STOPPED_BY_USER, "stop requested", ended_by=tunnel.desired_by)
@@ -331,6 +337,7 @@ class Reconciler:
     # --- starting, checking, stopping -----------------------------------------
 
     def start(self, tunnel: Tunnel, *, restart: bool = False) -> Tracked | None:
+        hostkeys.sync_owner(tunnel.owner_id)  # the owner's known_hosts, as the database trusts them
         try:
             command = command_for(tunnel, node=self.node, agent=self.agent)
         except (KeyUnusable, AgentError, NoKey) as exc:
@@ -410,7 +417,7 @@ class Reconciler:
             text, tracked.offset = processes.read_log(tunnel.log_path, tracked.offset)
             if text:
                 tracked.seen = (tracked.seen + text)[-8192:]
-                failure = explain(text, tunnel)
+                failure = self._explain(tunnel, text, tracked.seen)
                 if failure:
                     self.fail(tunnel, tracked, *failure)
                     return
@@ -420,6 +427,7 @@ class Reconciler:
             tracked.healthy = True
             self._update(tunnel, status=Status.RUNNING, last_error="", consecutive_failures=0, backoff_until=None)
             self._touch_key(tunnel)
+            hostkeys.seen(tunnel)  # keep the key ssh trusted on first use
             logger.info("tunnel %s (%s) is running, pid %s", tunnel.name, tunnel.uuid, tracked.pid)
             return
         limit = settings.SSH_CONNECT_TIMEOUT + 5
@@ -466,7 +474,7 @@ class Reconciler:
         """The autossh process died. Returns True when the caller should carry on (start again)."""
         key = str(tunnel.uuid)
         text, tracked.offset = processes.read_log(tunnel.log_path, tracked.offset)
-        failure = explain(tracked.seen + text, tunnel) if (text or tracked.seen) else None
+        failure = self._explain(tunnel, tracked.seen + text) if (text or tracked.seen) else None
         code = tracked.popen.returncode if tracked.popen is not None else None
         detail = failure[0] if failure else (f"exit status {code}" if code is not None else "the process disappeared")
         # A killed autossh leaves its ssh child behind, still holding the port.
@@ -487,7 +495,7 @@ class Reconciler:
             )
             tunnel.desired_state = Desired.STOPPED
             return True
-        if was_healthy:
+        if was_healthy and not self._host_key_block(tunnel, True):
             self._update(tunnel, last_error=f"process exited ({detail}); restarted")
             self.start(tunnel, restart=True)
             return False
@@ -551,6 +559,33 @@ class Reconciler:
             self.agent.sync(needed.values())
         except (AgentError, OSError, subprocess.SubprocessError):
             logger.exception("could not synchronise the ssh-agent")
+
+    # --- host keys (tunnels.hostkeys) -----------------------------------------
+
+    def _host_key_block(self, tunnel: Tunnel, wanted: bool) -> str | None:
+        """The error keeping ``tunnel`` down while its server's key changed (one query per pass, if any)."""
+        if not wanted:
+            return None
+        if self._changed_hosts is None:
+            self._changed_hosts = hostkeys.changed_targets()
+        return hostkeys.blocked(wanted, tunnel.owner_id, hostkeys.tunnel_target(tunnel), self._changed_hosts)
+
+    def _explain(self, tunnel: Tunnel, text: str, context: str | None = None) -> tuple[str, bool] | None:
+        """``explain``, except that a changed host key (in ``context``, ssh's recent output) is recorded
+        and keeps the tunnel down."""
+        changed = hostkeys.record_change(tunnel, text if context is None else context)
+        if changed is None:
+            return explain(text, tunnel)
+        if self._changed_hosts is not None:
+            self._changed_hosts[(tunnel.owner_id, *hostkeys.tunnel_target(tunnel))] = changed
+        return changed, True
+
+    def _keep_failed(self, tunnel: Tunnel, tracked: Tracked | None, reason: str) -> None:
+        """A precondition fails: no process, status failed with the reason, and no retries."""
+        if tracked is not None:
+            self.stop(tunnel, tracked, ExitReason.FAILED, reason)
+        if tunnel.status != Status.FAILED or tunnel.last_error != reason:
+            self._update(tunnel, status=Status.FAILED, last_error=reason, pid=None)
 
     # --- tunnels that are no longer ours --------------------------------------
 

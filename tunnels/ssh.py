@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 
+from tunnels import hostkeys
 from tunnels.models import Tunnel
 from tunnels.validation import split_local, split_remote
 
@@ -182,7 +183,7 @@ def ssh_dir() -> Path:
 
 
 def known_hosts_path(tunnel: Tunnel) -> Path:
-    return settings.DATA_DIR / "known_hosts" / f"user-{tunnel.owner_id}"
+    return hostkeys.path_for(tunnel.owner_id)
 
 
 def empty_config_path() -> Path:

@@ -179,6 +179,7 @@ SPECTACULAR_SETTINGS = {
         {"name": "tunnels", "description": "Tunnels: configuration, desired state, observed status, logs, sessions."},
         {"name": "history", "description": "Every process lifetime of your tunnels, newest first (rustunnel shape)."},
         {"name": "backups", "description": "Configuration snapshots taken before every change; restore one."},
+        {"name": "known-hosts", "description": "Host keys you trust per SSH server: first use, pasted, or accepted."},
         {
             "name": "calls",
             "description": 'sshreach.me-style calls; every answer is `{"message", "error_code", "success"}`.',

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-from tunnels.api import calls, keys, views
+from tunnels.api import calls, keys, known_hosts, views
 
 app_name = "tunnels-api"
 
@@ -14,6 +14,7 @@ router.register("tunnels", views.TunnelViewSet, basename="tunnel")
 router.register("history", views.HistoryViewSet, basename="history")
 router.register("backups", views.BackupViewSet, basename="backup")
 router.register("ssh-keys", keys.SshKeyViewSet, basename="ssh-key")
+router.register("known-hosts", known_hosts.KnownHostViewSet, basename="known-host")
 
 urlpatterns = [
     path("status", views.StatusView.as_view(), name="status"),
