@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, extend_schema_view
-from rest_framework import mixins, serializers, status, viewsets
+from rest_framework import mixins, serializers, status
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from accounts.visibility import OwnedViewMixin
+from accounts.visibility import OwnedViewSet, OwnerFilter
 from tunnels import hostkeys
-from tunnels.api.filters import OWNER, Param, ParamFilter, _choice
+from tunnels.api.filters import Param, ParamFilter, _choice
 from tunnels.models import HostKeyState, KnownHost
 from tunnelsite.pagination import TotalEntriesPagination
 from tunnelsite.schema import BAD_REQUEST, COMMON_ERRORS, NOT_FOUND, UNSUPPORTED_MEDIA_TYPE, error
@@ -80,7 +80,6 @@ class KnownHostFilter(ParamFilter):
             _choice(tuple(HostKeyState.values), "state"),
             tuple(HostKeyState.values),
         ),
-        OWNER,
     )
 
 
@@ -143,17 +142,12 @@ EXAMPLE = {
     ),
 )
 @extend_schema(tags=["known-hosts"])
-class KnownHostViewSet(
-    OwnedViewMixin,
-    mixins.ListModelMixin,
-    mixins.RetrieveModelMixin,
-    viewsets.GenericViewSet,
-):
+class KnownHostViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OwnedViewSet):
     """Host keys trusted per owner: recorded on first use or pasted, pinned, changed keys held for a decision."""
 
     serializer_class = KnownHostSerializer
     pagination_class = TotalEntriesPagination
-    filter_backends = [KnownHostFilter]
+    filter_backends = [KnownHostFilter, OwnerFilter]
     lookup_url_kwarg = "id"
     # Anything up to the next "/" reaches the view, so a malformed id is a JSON 404.
     lookup_value_regex = "[^/]+"
