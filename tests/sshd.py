@@ -108,3 +108,15 @@ def start_sshd(workdir: Path) -> SshServer:
         kill_group(proc)
         raise AssertionError(f"sshd did not start: {log.read_text() if log.exists() else ''}") from None
     return SshServer("127.0.0.1", port, getpass.getuser(), client_key, workdir / "hostkey.pub", proc, log)
+
+
+def restart_with_new_host_key(server: SshServer) -> SshServer:
+    """Stop ``server``, give it a new host key, start it again on the same port (a re-installed server)."""
+    workdir = server.log.parent
+    stop_sshd(server)
+    for name in ("hostkey", "hostkey.pub"):
+        (workdir / name).unlink()
+    keygen(workdir / "hostkey")
+    server.proc = spawn([SSHD, "-D", "-f", str(workdir / "sshd_config"), "-E", str(server.log)], workdir / "sshd.out")
+    wait_for(lambda: port_open(server.port), timeout=10, message=f"sshd back on port {server.port}")
+    return server

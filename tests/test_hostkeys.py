@@ -382,3 +382,20 @@ def test_a_key_type_already_known_for_that_server_is_a_conflict(owner):
 def test_another_owner_may_pin_the_same_server(owner, other):
     pin(owner, "example.org")
     assert len(hostkeys.create_from_keyscan(other, f"example.org {KEY_TYPE} {KEY}")) == 1
+
+
+def test_the_worker_keeps_a_tunnel_to_a_changed_server_failed_and_never_starts_it(owner):
+    from tunnels.models import Desired, Status
+    from tunnels.reconciler import Reconciler
+
+    row = pin(owner, state=HostKeyState.CHANGED, offered_key=OTHER, offered_fingerprint="SHA256:new")
+    tunnel = make_tunnel(owner, remote_host="u@example.org")
+    Tunnel.objects.filter(pk=tunnel.pk).update(desired_state=Desired.RUNNING)
+    services.bump_marker()
+
+    reconciler = Reconciler("node-a")
+    reconciler.reconcile_once()
+
+    tunnel.refresh_from_db()
+    assert (tunnel.status, tunnel.last_error, tunnel.pid) == (Status.FAILED, hostkeys.change_message(row), None)
+    assert reconciler.tracked == {}
