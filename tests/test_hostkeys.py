@@ -11,6 +11,7 @@ from django.utils import timezone
 from tests.factories import make_tunnel
 from tunnels import hostkeys, services, sshkeys
 from tunnels.models import HostKeyState, KnownHost, Tunnel
+from tunnelsite.errors import InvalidInput
 
 pytestmark = pytest.mark.django_db
 
@@ -364,7 +365,7 @@ def test_keyscan_output_is_pinned(owner):
     ],
 )
 def test_anything_but_keyscan_output_is_refused(owner, text, words):
-    with pytest.raises(services.InvalidInput) as caught:
+    with pytest.raises(InvalidInput) as caught:
         hostkeys.create_from_keyscan(owner, text)
     assert words in caught.value.message
     assert not KnownHost.objects.exists()

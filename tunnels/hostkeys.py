@@ -40,6 +40,7 @@ from django.utils import timezone
 from tunnels import services, sshkeys
 from tunnels.models import HostKeyState, KnownHost, Tunnel
 from tunnels.validation import HOSTNAME_RE
+from tunnelsite.errors import InvalidInput, ServiceError
 from tunnelsite.files import atomic_write
 
 logger = logging.getLogger("tunnelsite.worker")
@@ -70,11 +71,11 @@ KEYSCAN_TYPES = {
 ACCEPT_PATH = "/api/v1/known-hosts/{id}/accept/"
 
 
-class DuplicateHostKey(services.ServiceError):
+class DuplicateHostKey(ServiceError):
     status = 409
 
 
-class CannotAccept(services.ServiceError):
+class CannotAccept(ServiceError):
     status = 409
 
 
@@ -457,13 +458,13 @@ def _keyscan_entry(line: str) -> Entry:
 def parse_keyscan(text: Any) -> list[Entry]:
     """Every entry of pasted ``ssh-keyscan`` output; comment lines are skipped, anything else refused."""
     if not isinstance(text, str) or not text.strip():
-        raise services.InvalidInput("line is required: ssh-keyscan output", {"line": ["required: " + LINE_SHAPE]})
+        raise InvalidInput("line is required: ssh-keyscan output", {"line": ["required: " + LINE_SHAPE]})
     if len(text) > MAX_PASTE_CHARS:
-        raise services.InvalidInput("line is too long", {"line": [f"at most {MAX_PASTE_CHARS} characters"]})
+        raise InvalidInput("line is too long", {"line": [f"at most {MAX_PASTE_CHARS} characters"]})
     lines = [(number, raw.strip()) for number, raw in enumerate(text.splitlines(), 1)]
     lines = [(number, line) for number, line in lines if line and not line.startswith("#")]
     if not lines or len(lines) > MAX_PASTE_LINES:
-        raise services.InvalidInput("line has no key", {"line": [f"1 to {MAX_PASTE_LINES} keys, {LINE_SHAPE}"]})
+        raise InvalidInput("line has no key", {"line": [f"1 to {MAX_PASTE_LINES} keys, {LINE_SHAPE}"]})
     entries, problems = [], []
     for number, line in lines:
         try:
@@ -471,7 +472,7 @@ def parse_keyscan(text: Any) -> list[Entry]:
         except ValueError as exc:
             problems.append(f"line {number}: {exc}")
     if problems:
-        raise services.InvalidInput(f"line is not ssh-keyscan output: {problems[0]}", {"line": problems})
+        raise InvalidInput(f"line is not ssh-keyscan output: {problems[0]}", {"line": problems})
     return entries
 
 
