@@ -107,6 +107,8 @@ def test_host_keys_are_remembered_per_owner_never_ignored(owner, other, data_dir
     assert f"UserKnownHostsFile={data_dir / 'known_hosts' / f'user-{other.pk}'}" in options(other_argv)
     text = " ".join(argv)
     assert "StrictHostKeyChecking=no" not in text and "/dev/null" not in text
+    # Only the owner's file decides (tunnels.hostkeys), in names the worker can read back.
+    assert {"GlobalKnownHostsFile=none", "HashKnownHosts=no"} <= set(options(argv))
 
 
 def test_non_staff_use_their_key_through_the_agent_and_an_empty_config(owner, settings, monkeypatch, agent):

@@ -130,6 +130,8 @@ def build_command(
         f"ConnectTimeout={settings.SSH_CONNECT_TIMEOUT}",
         # Trust on first use, remembered per owner. Never "no" + /dev/null.
         "StrictHostKeyChecking=accept-new",
+        # Only the owner's file decides trust (tunnels.hostkeys), in plain names the worker can import.
+        "GlobalKnownHostsFile=none",
         "HashKnownHosts=no",
         # The agent holds every user's keys: never lend it to a server.
         "ForwardAgent=no",
