@@ -389,8 +389,10 @@ def test_the_worker_keeps_a_tunnel_to_a_changed_server_failed_and_never_starts_i
     from tunnels.models import Desired, Status
     from tunnels.reconciler import Reconciler
 
+    from tests.worker_fixtures import make_key
+
     row = pin(owner, state=HostKeyState.CHANGED, offered_key=OTHER, offered_fingerprint="SHA256:new")
-    tunnel = make_tunnel(owner, remote_host="u@example.org")
+    tunnel = make_tunnel(owner, remote_host="u@example.org", ssh_key=str(make_key(owner).pk))
     Tunnel.objects.filter(pk=tunnel.pk).update(desired_state=Desired.RUNNING)
     services.bump_marker()
 

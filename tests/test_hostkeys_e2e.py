@@ -15,7 +15,7 @@ import pytest
 from tests import sshd as sshd_mod
 from tests.conftest import client_for
 from tests.procs import wait_for
-from tests.worker_fixtures import sshd_tunnel_data, wait_fetch, wait_status
+from tests.worker_fixtures import make_key, sshd_tunnel_data, wait_fetch, wait_status
 from tunnels import hostkeys, processes, services, sshkeys
 from tunnels.models import HostKeyState, KnownHost, Status, Tunnel
 
@@ -28,13 +28,17 @@ def ssh_keygen_fingerprint(pub) -> str:
 
 
 @pytest.fixture
-def own_sshd(sshd, tmp_path):
-    """An sshd of this test alone (it gets restarted with a new host key); accepts the worker's key."""
+def own_sshd(owner_key, tmp_path):
+    """An sshd of this test alone (it gets restarted with a new host key); accepts the owner's key."""
     server = sshd_mod.start_sshd(tmp_path / "own-sshd")
-    with open(tmp_path / "own-sshd" / "authorized_keys", "a") as handle:
-        handle.write(sshd.client_key.with_suffix(".pub").read_text())
+    server.authorize(owner_key.public_key)
     yield server
     sshd_mod.stop_sshd(server)
+
+
+def create(key, data: dict) -> Tunnel:
+    """A tunnel of ``key.owner`` that authenticates with ``key``."""
+    return services.create_tunnel(key.owner, {**data, "ssh_key": str(key.pk)})
 
 
 def wait_known_host(owner, server) -> KnownHost:
@@ -57,8 +61,10 @@ def tunnel_processes(tunnel: Tunnel, data_dir) -> list:
     return processes.Scanner(data_dir).scan().get(str(tunnel.uuid), [])
 
 
-def test_changed_host_key_stops_the_tunnel_until_its_owner_accepts_it(worker, own_sshd, owner, target_server, data_dir):
-    tunnel = services.create_tunnel(owner, sshd_tunnel_data(own_sshd, remote_port=str(target_server.port)))
+def test_changed_host_key_stops_the_tunnel_until_its_owner_accepts_it(
+    worker, own_sshd, owner, owner_key, target_server, data_dir
+):
+    tunnel = create(owner_key, sshd_tunnel_data(own_sshd, remote_port=str(target_server.port)))
     wait_status(tunnel, "running", timeout=20)
     wait_fetch(int(tunnel.local_port), target_server.greeting)
     row = wait_known_host(owner, own_sshd)
@@ -96,11 +102,16 @@ def test_changed_host_key_stops_the_tunnel_until_its_owner_accepts_it(worker, ow
     assert (row.state, row.fingerprint) == (HostKeyState.TRUSTED, new_fp)
 
 
-def test_trust_is_per_owner(worker, sshd, owner, other, target_server):
-    mine = services.create_tunnel(owner, sshd_tunnel_data(sshd, remote_port=str(target_server.port)))
-    theirs = services.create_tunnel(other, sshd_tunnel_data(sshd, remote_port=str(target_server.port)))
-    wait_status(mine, "running", timeout=20)
-    wait_status(theirs, "running", timeout=20)
+def test_trust_is_per_owner(worker, sshd, owner, owner_key, other, target_server):
+    other_key = make_key(other)
+    sshd.authorize(other_key.public_key)
+    try:
+        mine = create(owner_key, sshd_tunnel_data(sshd, remote_port=str(target_server.port)))
+        theirs = create(other_key, sshd_tunnel_data(sshd, remote_port=str(target_server.port)))
+        wait_status(mine, "running", timeout=20)
+        wait_status(theirs, "running", timeout=20)
+    finally:
+        sshd.revoke(other_key.public_key)
 
     fingerprint = ssh_keygen_fingerprint(sshd.host_key_pub)
     for user in (owner, other):
@@ -110,13 +121,13 @@ def test_trust_is_per_owner(worker, sshd, owner, other, target_server):
     assert hostkeys.path_for(owner.pk) != hostkeys.path_for(other.pk)
 
 
-def test_a_pinned_wrong_key_fails_the_first_connection_as_changed(worker, sshd, owner, target_server):
+def test_a_pinned_wrong_key_fails_the_first_connection_as_changed(worker, sshd, owner, owner_key, target_server):
     wrong = hostkeys.Entry("127.0.0.1", sshd.port, *sshkeys.public_line(sshkeys.new_private_key()).split())
     client = client_for(owner)
     pinned = client.post("/api/v1/known-hosts/", {"line": hostkeys.format_entry(wrong)}, format="json")
     assert pinned.status_code == 201
 
-    tunnel = services.create_tunnel(owner, sshd_tunnel_data(sshd, remote_port=str(target_server.port)))
+    tunnel = create(owner_key, sshd_tunnel_data(sshd, remote_port=str(target_server.port)))
     wait_host_key_failure(tunnel)
 
     row = KnownHost.objects.get(owner=owner)
