@@ -386,10 +386,9 @@ def test_another_owner_may_pin_the_same_server(owner, other):
 
 
 def test_the_worker_keeps_a_tunnel_to_a_changed_server_failed_and_never_starts_it(owner):
+    from tests.worker_fixtures import make_key
     from tunnels.models import Desired, Status
     from tunnels.reconciler import Reconciler
-
-    from tests.worker_fixtures import make_key
 
     row = pin(owner, state=HostKeyState.CHANGED, offered_key=OTHER, offered_fingerprint="SHA256:new")
     tunnel = make_tunnel(owner, remote_host="u@example.org", ssh_key=str(make_key(owner).pk))
