@@ -11,8 +11,8 @@ from django.utils import timezone
 
 from tests.procs import free_port, wait_for
 from tests.worker_fixtures import make_key, sshd_tunnel_data, wait_status
-from tunnels import preflight, processes, services
-from tunnels.models import ConnectionTest, Desired, Status, Tunnel, WorkerNode
+from tunnels import preflight, processes, services, sshkeys
+from tunnels.models import ConnectionTest, Desired, HostKeyState, KnownHost, Status, Tunnel, WorkerNode
 from tunnels.models import TestState as State
 from tunnels.preflight_runner import WORKER_GONE, PreflightRunner
 from tunnels.ssh import NO_KEY_ERROR
@@ -73,6 +73,9 @@ def test_local_forward_passes_every_step_and_leaves_the_tunnel_stopped(
     assert body["finished_at"] and body["id"] == body["result_url"].rstrip("/").rsplit("/", 1)[1]
     assert str(data_dir) not in str(body)
     assert_left_alone(tunnel, data_dir)
+    # The server's key, trusted on first use by the test as by the tunnel, is kept for the owner.
+    trusted = KnownHost.objects.filter(owner=owner_key.owner, port=sshd.port, state=HostKeyState.TRUSTED)
+    wait_for(trusted.exists, timeout=10, message="the host key kept")
 
 
 def test_wrong_key_fails_at_auth(worker, sshd, owner, owner_client, target_server, data_dir):
@@ -278,4 +281,27 @@ def test_worker_shutdown_ends_a_running_test_as_worker_gone(
 
     test = ConnectionTest.objects.get(pk=test_id)
     assert (test.state, test.ok, test.step, test.detail) == (State.DONE, False, "worker", WORKER_GONE)
+    assert_left_alone(tunnel, data_dir)
+
+
+def test_a_host_key_other_than_the_trusted_one_fails_at_host_key_and_records_nothing(
+    worker, sshd, owner_key, owner_client, target_server, data_dir
+):
+    impostor = sshkeys.public_line(sshkeys.new_private_key()).split()
+    pinned = KnownHost.objects.create(
+        owner=owner_key.owner,
+        host=sshd.host,
+        port=sshd.port,
+        key_type=impostor[0],
+        key=impostor[1],
+        fingerprint=sshkeys.fingerprint(" ".join(impostor)),
+    )
+    tunnel = stopped(owner_key, sshd, remote_port=str(target_server.port))
+
+    body = run_test(owner_client, tunnel)
+
+    assert [(s["step"], s["ok"]) for s in body["steps"]][-1] == ("host_key", False), body
+    assert "host key verification failed" in body["detail"]
+    pinned.refresh_from_db()
+    assert pinned.state == HostKeyState.TRUSTED  # a test reports; only the tunnel itself marks a key changed
     assert_left_alone(tunnel, data_dir)

@@ -39,7 +39,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from tunnels import services, ssh
+from tunnels import hostkeys, services, ssh
 from tunnels.agent import Agent, AgentError, KeyUnusable
 from tunnels.models import ConnectionTest, SshKey, Status, TestState, Tunnel
 from tunnels.validation import split_local
@@ -357,6 +357,11 @@ def plan_test(tunnel: Tunnel, agent: Agent | None) -> Plan:
     stdio = tunnel.is_forward_local
     plan = Plan(stdio=stdio, spare=not stdio and tunnel_is_active(tunnel))
     try:
+        hostkeys.sync_owner(tunnel.owner_id)  # the owner's known_hosts as the database trusts them, as at start
+    except OSError as exc:
+        plan.error = f"the owner's known hosts could not be written: {redact(str(exc))}"
+        return plan
+    try:
         plan.command = ssh.preflight_command(tunnel, agent=agent, stdio=plan.stdio, spare_remote_port=plan.spare)
     except (ssh.NoKey, KeyUnusable, AgentError) as exc:
         plan.auth_error = redact(str(exc))
@@ -411,6 +416,7 @@ class PreflightRunner:
         self.agent = agent
         self.threads = threads
         self._keys: dict[Any, SshKey] = {}  # test id -> key, while the test runs
+        self._ended_owners: set[int] = set()  # their known_hosts may hold a key ssh trusted on first use
         self._pool: ThreadPoolExecutor | None = None
         self._running: set = set()
         self._procs: dict[Any, subprocess.Popen] = {}
@@ -420,13 +426,14 @@ class PreflightRunner:
 
     @property
     def wants_pass(self) -> bool:
-        """A thread came free while tests waited: worth a pass before the next resync."""
+        """A thread came free while tests waited, or a test ended: worth a pass before the next resync."""
         with self._lock:
-            return self.backlog and len(self._running) < self.threads
+            return bool(self._ended_owners) or (self.backlog and len(self._running) < self.threads)
 
     def poll(self) -> None:
         """One pass (one query when nothing is stuck): fail tests whose worker died, claim and start
         pending ones."""
+        self._harvest_host_keys()
         rows = list(
             ConnectionTest.objects.filter(state__in=(TestState.PENDING, TestState.RUNNING))
             .order_by("created_at")
@@ -440,6 +447,16 @@ class PreflightRunner:
         for test_id in pending[:free]:
             if self.claim(test_id):
                 self._start(test_id)
+
+    def _harvest_host_keys(self) -> None:
+        """Keep the keys tests trusted on first use (tunnels.hostkeys), here in the main thread."""
+        with self._lock:
+            owners, self._ended_owners = self._ended_owners, set()
+        for owner_id in owners:
+            try:
+                hostkeys.sync_owner(owner_id)
+            except Exception:  # the next start or test of the owner's tunnels harvests again
+                logger.exception("connection tests: could not keep the host keys of owner %s", owner_id)
 
     def keys_in_use(self) -> dict[Any, SshKey]:
         """Keys of the tests running now (the agent's resync must keep them)."""
@@ -503,6 +520,7 @@ class PreflightRunner:
                 self._running.discard(test_id)
                 self._procs.pop(test_id, None)
                 self._keys.pop(test_id, None)
+                self._ended_owners.add(tunnel.owner_id)
             connection.close()  # this thread's own connection: nothing else would close it
 
     def _track(self, test_id, proc: subprocess.Popen) -> None:
