@@ -245,3 +245,31 @@ def fixed(method: str, path: str, headers: dict[str, str] | None = None) -> Call
     """A scenario that sends the same bodiless request every time."""
     request: Request = (method, path, headers or {}, None)
     return lambda: request
+
+
+def sshd_and_database(tmp: Path):
+    """For the worker benchmarks: a real sshd on loopback, a data dir with a migrated SQLite database under
+    ``tmp``, this process's environment pointed at them and Django set up. Returns (server, env)."""
+    sys.path.insert(0, str(ROOT))
+    from tests import sshd as sshd_mod
+
+    data = tmp / "data"
+    data.mkdir()
+    server = sshd_mod.start_sshd(tmp / "sshd")
+    env = dict(os.environ)
+    env.update(
+        {
+            "TUNNELSITE_DATA_DIR": str(data),
+            "DATABASE_URL": f"sqlite:///{data / 'bench.sqlite3'}",
+            "SECRET_KEY": "bench-secret-key-not-for-production-0123456789",
+            "TUNNELSITE_SSH_IDENTITY": str(server.client_key),
+            "LOG_LEVEL": "WARNING",
+        }
+    )
+    os.environ.update(env)
+    subprocess.run([PY, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tunnelsite.settings")
+    import django
+
+    django.setup()
+    return server, env

@@ -21,7 +21,6 @@ Usage: .venv/bin/python bench/identity.py [--tunnels 100] [--rounds 3]
 from __future__ import annotations
 
 import argparse
-import os
 import socket
 import statistics
 import subprocess
@@ -32,7 +31,23 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from harness import sshd_and_database  # noqa: E402
+
 USERS = 10
+# Local ports below Linux's ephemeral range (32768+): ssh's own outgoing connections to the
+# sshd take ephemeral ports and could grab a port picked there before the tunnel binds it.
+_next_port = iter(range(20000, 32000))
+
+
+def local_port() -> int:
+    for port in _next_port:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise SystemExit("no free local port below 32000")
 
 
 def accepts(port: int) -> bool:
@@ -41,32 +56,6 @@ def accepts(port: int) -> bool:
             return True
     except OSError:
         return False
-
-
-def setup(tmp: Path):
-    """sshd, environment, migrated database; returns (server, env)."""
-    from tests import sshd as sshd_mod
-
-    data = tmp / "data"
-    data.mkdir()
-    server = sshd_mod.start_sshd(tmp / "sshd")
-    env = dict(os.environ)
-    env.update(
-        {
-            "TUNNELSITE_DATA_DIR": str(data),
-            "DATABASE_URL": f"sqlite:///{data / 'bench.sqlite3'}",
-            "SECRET_KEY": "bench-secret-key-not-for-production-0123456789",
-            "TUNNELSITE_SSH_IDENTITY": str(server.client_key),
-            "LOG_LEVEL": "WARNING",
-        }
-    )
-    os.environ.update(env)
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tunnelsite.settings")
-    import django
-
-    django.setup()
-    return server, env
 
 
 def make_users(server):
@@ -93,7 +82,6 @@ def make_users(server):
 def one_round(owners, count: int, server, target_port: int) -> tuple[float, float]:
     """Create ``count`` stopped tunnels over ``owners`` [(user, key or None)], start all, time until all
     carry traffic; returns (seconds to all running, p50 seconds per tunnel). Deletes them afterwards."""
-    from tests.procs import free_port
     from tunnels import services
     from tunnels.models import Tunnel
 
@@ -104,7 +92,7 @@ def one_round(owners, count: int, server, target_port: int) -> tuple[float, floa
             "name": f"t{i}",
             "remote_host": server.destination,
             "ssh_port": server.port,
-            "local_port": str(free_port()),
+            "local_port": str(local_port()),
             "remote_port": str(target_port),
         }
         tunnel = services.create_tunnel(user, data, start=False)
@@ -142,7 +130,7 @@ def main() -> None:
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-identity-"))
-    server, env = setup(tmp)
+    server, env = sshd_and_database(tmp)
     from tests.procs import kill_group
     from tests.worker_fixtures import kill_tunnel_processes
 

@@ -29,6 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from harness import sshd_and_database  # noqa: E402
 
 
 def accepts(port: int) -> bool:
@@ -62,27 +63,9 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-worker-"))
     data = tmp / "data"
-    data.mkdir()
-    from tests import sshd as sshd_mod
     from tests.procs import kill_group
 
-    server = sshd_mod.start_sshd(tmp / "sshd")
-    env = dict(os.environ)
-    env.update(
-        {
-            "TUNNELSITE_DATA_DIR": str(data),
-            "DATABASE_URL": f"sqlite:///{data / 'bench.sqlite3'}",
-            "SECRET_KEY": "bench-secret-key-not-for-production-0123456789",
-            "TUNNELSITE_SSH_IDENTITY": str(server.client_key),
-            "LOG_LEVEL": "WARNING",
-        }
-    )
-    os.environ.update(env)
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tunnelsite.settings")
-    import django
-
-    django.setup()
+    server, env = sshd_and_database(tmp)
     import psutil
     from django.contrib.auth import get_user_model
 

@@ -15,11 +15,18 @@ pytest_plugins = ["tests.worker_fixtures"]
 
 @pytest.fixture(autouse=True)
 def data_dir(settings, tmp_path):
-    """Each test gets its own data dir (backups, logs, keys)."""
+    """Each test gets its own data dir (backups, logs, keys).
+
+    An in-process ``Reconciler`` starts the data dir's ssh-agent, which outlives
+    it by design (running tunnels need it): stop it, by PID, whatever the outcome.
+    """
+    from tunnels.agent import kill_agents
+
     path = tmp_path / "data"
     path.mkdir()
     settings.DATA_DIR = path
-    return path
+    yield path
+    kill_agents(path)
 
 
 @pytest.fixture(autouse=True)
