@@ -145,3 +145,17 @@ def test_an_expired_key_fails_the_tunnel_before_anything_starts(owner, data_dir)
     tunnel.refresh_from_db()
     assert tunnel.status == Status.FAILED and "has expired" in tunnel.last_error
     assert reconciler.tracked == {} and agent_processes(data_dir) == []
+
+
+def test_a_worker_error_reaches_last_error_without_server_paths(owner, data_dir):
+    # A real failure to start: the logs directory cannot be created because a file has its name.
+    (data_dir / "logs").write_text("not a directory")
+    tunnel = make_tunnel(owner)
+    Tunnel.objects.filter(pk=tunnel.pk).update(ssh_key=make_key(owner), desired_state=Desired.RUNNING)
+
+    Reconciler("node-a").reconcile_once(full=True)
+
+    tunnel.refresh_from_db()
+    assert tunnel.status in (Status.BACKOFF, Status.FAILED)
+    assert tunnel.last_error.startswith("worker error: ")
+    assert str(data_dir) not in tunnel.last_error and "<data>" in tunnel.last_error

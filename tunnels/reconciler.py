@@ -529,8 +529,9 @@ class Reconciler:
         )
 
     def _record_error(self, tunnel: Tunnel, message: str) -> None:
+        # The owner reads last_error: an exception's text may name server paths (the log has them in full).
         try:
-            self.fail(tunnel, self.tracked.get(str(tunnel.uuid)), message, False)
+            self.fail(tunnel, self.tracked.get(str(tunnel.uuid)), redact(message), False)
         except Exception:
             logger.exception("tunnel %s: could not record the error", tunnel.uuid)
 
