@@ -283,10 +283,7 @@ class Reconciler:
         problem = precondition_error(tunnel) if wanted else None
         if problem:
             # Only a configuration change fixes it: checked every pass, no retries, no back-off.
-            if tracked is not None:
-                self.stop(tunnel, tracked, ExitReason.FAILED, problem)
-            if tunnel.status != Status.FAILED or tunnel.last_error != problem:
-                self._update(tunnel, status=Status.FAILED, last_error=problem, pid=None)
+            self._keep_failed(tunnel, tracked, problem)
             return
         host_key_changed = self._host_key_block(tunnel, wanted)
         if host_key_changed:
