@@ -253,7 +253,7 @@ def tunnel_is_active(tunnel: Tunnel) -> bool:
 
 def forward_label(tunnel: Tunnel, *, stdio: bool, spare: bool) -> str:
     if stdio:
-        return ssh.stdio_target(tunnel)
+        return ssh.remote_end(tunnel)
     return f"{tunnel.listen} (a spare port: the running tunnel holds its own)" if spare else tunnel.listen
 
 

@@ -22,7 +22,8 @@ from django.utils.dateparse import parse_datetime
 from tunnels import sshkeys
 from tunnels.models import LOCAL_TO_REMOTE, SshKey, Tunnel
 from tunnels.services import _lock_owner
-from tunnels.validation import FieldError, split_remote
+from tunnels.ssh import remote_end
+from tunnels.validation import FieldError
 from tunnelsite.errors import InvalidInput, QuotaExceeded, ServiceError
 
 # Key names appear in the key's comment (``tunnelsite:<user>:<name>``) and in messages.
@@ -210,11 +211,6 @@ def delete_key(key: SshKey) -> None:
 # --- the authorized_keys line -------------------------------------------------
 
 
-def _bracket(host: str) -> str:
-    """IPv6 addresses go in brackets in permitopen/permitlisten, as in an ssh forward spec."""
-    return f"[{host}]" if ":" in host else host
-
-
 def _safe(value: str, tunnel: Tunnel) -> str:
     # Validation already refuses these; a value that slipped past (an old row)
     # would break out of the quoted option, so it is refused here too.
@@ -226,17 +222,17 @@ def _safe(value: str, tunnel: Tunnel) -> str:
 def permit_for(tunnel: Tunnel) -> tuple[str, str]:
     """``("permitopen", "host:port")`` for ssh -L, ``("permitlisten", "host:port")`` for ssh -R.
 
-    The host is what ssh puts in its request (``tunnels.ssh.forward_spec``):
+    The host is what ssh puts in its request (``tunnels.ssh.remote_end``):
     the target of -L, or the listen address of -R, ``localhost`` when the
     tunnel names none. sshd compares permitopen hosts literally and matches
     permitlisten hosts as patterns against the lower-cased request.
     """
     try:
-        host, port = split_remote(tunnel.remote_port, default_host="localhost")
+        end = remote_end(tunnel)
     except FieldError:
         raise UnusableTunnel(f"tunnel '{tunnel.name}' has an invalid remote_port; fix it first") from None
     option = "permitlisten" if tunnel.direction == LOCAL_TO_REMOTE else "permitopen"
-    return option, _safe(f"{_bracket(host)}:{port}", tunnel)
+    return option, _safe(end, tunnel)
 
 
 def clean_from(addresses: Any) -> list[str]:

@@ -45,13 +45,22 @@ def _host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def forward_spec(tunnel: Tunnel) -> tuple[str, str]:
+def remote_end(tunnel: Tunnel, port: int | None = None) -> str:
+    """The server's side of the forward as ssh requests it: the -L target or the -R listen address,
+    ``host:port`` (``localhost`` when the tunnel names no host, IPv6 in brackets). ``port`` replaces
+    the tunnel's own (0: the server picks one). The authorized_keys permits are written from it too.
+    """
+    host, own_port = split_remote(tunnel.remote_port, default_host="localhost")
+    return f"{_host(host)}:{own_port if port is None else port}"
+
+
+def forward_spec(tunnel: Tunnel, remote_port: int | None = None) -> tuple[str, str]:
     """('-L', 'lhost:lport:thost:tport') or ('-R', 'rhost:rport:lhost:lport')."""
     local_host, local_port = split_local(tunnel.local_port)
-    remote_host, remote_port = split_remote(tunnel.remote_port, default_host="localhost")
+    local = f"{_host(local_host)}:{local_port}"
     if tunnel.is_forward_local:
-        return "-L", f"{_host(local_host)}:{local_port}:{_host(remote_host)}:{remote_port}"
-    return "-R", f"{_host(remote_host)}:{remote_port}:{_host(local_host)}:{local_port}"
+        return "-L", f"{local}:{remote_end(tunnel, remote_port)}"
+    return "-R", f"{remote_end(tunnel, remote_port)}:{local}"
 
 
 def _guard(value: str, what: str) -> str:
@@ -291,20 +300,6 @@ def ssh_bin() -> str:
     return os.environ.get("AUTOSSH_PATH") or "ssh"
 
 
-def stdio_target(tunnel: Tunnel) -> str:
-    """An -L tunnel's target as ``-W`` takes it: ``host:port`` (IPv6 in brackets)."""
-    host, port = split_remote(tunnel.remote_port, default_host="localhost")
-    return f"{_host(host)}:{port}"
-
-
-def spare_remote_spec(tunnel: Tunnel) -> str:
-    """An -R tunnel's forward with remote port 0 (the server picks one): tests forwarding while the
-    running tunnel holds the real port."""
-    local_host, local_port = split_local(tunnel.local_port)
-    remote_host, _ = split_remote(tunnel.remote_port, default_host="localhost")
-    return f"{_host(remote_host)}:0:{_host(local_host)}:{local_port}"
-
-
 def preflight_command(
     tunnel: Tunnel, *, agent: Agent | None = None, stdio: bool = False, spare_remote_port: bool = False
 ) -> Command:
@@ -323,9 +318,11 @@ def preflight_command(
     end = argv.index("--")
     flag_at = max(i for i in range(end) if argv[i] in ("-L", "-R"))
     if stdio:
-        argv[flag_at : flag_at + 2] = shown[flag_at : flag_at + 2] = ["-W", _guard(stdio_target(tunnel), "target")]
+        # An -L tunnel's target as -W takes it.
+        argv[flag_at : flag_at + 2] = shown[flag_at : flag_at + 2] = ["-W", _guard(remote_end(tunnel), "target")]
     elif spare_remote_port and argv[flag_at] == "-R":
-        argv[flag_at + 1] = shown[flag_at + 1] = _guard(spare_remote_spec(tunnel), "forward")
+        # Port 0 (the server picks one): forwarding is tested while the running tunnel holds the real port.
+        argv[flag_at + 1] = shown[flag_at + 1] = _guard(forward_spec(tunnel, remote_port=0)[1], "forward")
     ours = ["-N", "-o", "BatchMode=yes", "-o", "ExitOnForwardFailure=yes"]
     ours += ["-o", f"ConnectTimeout={PREFLIGHT_CONNECT_TIMEOUT}", "-o", "LogLevel=DEBUG2"]
     env = {
