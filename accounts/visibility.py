@@ -68,8 +68,4 @@ class OwnerFilter(BaseFilterBackend):
         return getattr(view, "owner_param", OwnedViewMixin.owner_param)
 
     def get_schema_operation_parameters(self, view) -> list[dict]:
-        description = "Staff with the admin scope: only this username's rows."
-        schema = {"type": "string"}
-        return [
-            {"name": self.param(view), "in": "query", "required": False, "description": description, "schema": schema}
-        ]
+        return [{"name": self.param(view), "in": "query", "required": False, **OWNER_PARAM_SCHEMA}]
