@@ -49,6 +49,7 @@ from django.utils import timezone
 from tunnels import sshkeys
 from tunnels.models import SshKey
 from tunnels.ssh import DATA_DIR_ENV
+from tunnelsite.files import atomic_write
 
 logger = logging.getLogger("tunnelsite.worker")
 
@@ -247,9 +248,7 @@ class Agent:
             if path.read_text() == text:
                 return
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        atomic_write(path, text.encode(), mode=0o644)  # the public half only
 
     def sync(self, needed: Iterable[SshKey]) -> None:
         """The periodic resync: reload what a restarted agent lost, remove keys nobody here needs.
