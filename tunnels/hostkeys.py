@@ -99,6 +99,20 @@ class Entry:
     def fingerprint(self) -> str:
         return sshkeys.fingerprint(f"{self.key_type} {self.key}")
 
+    def row(self, owner_id: int, source: str, now) -> KnownHost:
+        """An unsaved trusted row for this key (``source``: tofu or keyscan)."""
+        return KnownHost(
+            owner_id=owner_id,
+            host=self.host,
+            port=self.port,
+            key_type=self.key_type,
+            key=self.key,
+            fingerprint=self.fingerprint,
+            source=source,
+            first_seen=now,
+            last_seen=now,
+        )
+
 
 def valid_host(host: str) -> bool:
     """A host name or an IP address literal: nothing ssh or ssh-keyscan could read as an option."""
@@ -224,17 +238,7 @@ def harvest(owner_id: int, text: str) -> list[KnownHost]:
     for entry in parse_known_hosts(appended_part(text)):
         if entry.ident in known or entry.ident in new:
             continue  # the database wins over what the file says
-        new[entry.ident] = KnownHost(
-            owner_id=owner_id,
-            host=entry.host,
-            port=entry.port,
-            key_type=entry.key_type,
-            key=entry.key,
-            fingerprint=entry.fingerprint,
-            source=TOFU,
-            first_seen=now,
-            last_seen=now,
-        )
+        new[entry.ident] = entry.row(owner_id, TOFU, now)
     if new:
         # Another worker may harvest the same line at the same moment.
         KnownHost.objects.bulk_create(new.values(), ignore_conflicts=True)
@@ -485,20 +489,9 @@ def create_from_keyscan(owner, text: Any) -> list[KnownHost]:
             raise DuplicateHostKey(f"{format_entry(entry)[:120]} is pasted twice")
         seen_here.add(entry.ident)
     now = timezone.now()
-    rows = [
-        KnownHost(
-            owner=owner,
-            host=entry.host,
-            port=entry.port,
-            key_type=entry.key_type,
-            key=entry.key,
-            fingerprint=entry.fingerprint,
-            source=KEYSCAN,
-            first_seen=now,
-            last_seen=now,
-        )
-        for entry in entries
-    ]
+    rows = [entry.row(owner.pk, KEYSCAN, now) for entry in entries]
+    for row in rows:
+        row.owner = owner  # the API shows the owner: no query per row for it
     try:
         with transaction.atomic():
             _refuse_known(owner, entries)
