@@ -157,6 +157,7 @@ class BadKey(ValueError):
         self.field = field
 
 
+DSA_REFUSED = "DSA keys are refused (OpenSSH no longer accepts them): use ed25519, ecdsa or RSA >= 2048 bits"
 PUBLIC_STARTS = ("ssh-", "ecdsa-", "sk-", "---- BEGIN SSH2 PUBLIC", "-----BEGIN PUBLIC KEY", "-----BEGIN RSA PUBLIC")
 
 
@@ -197,7 +198,7 @@ def parse_private_key(text: object, passphrase: object = None):
     if not text.isascii() or "PRIVATE KEY-----" not in text:
         raise BadKey(f"not a private key; {EXPECTED}")
     if "BEGIN DSA PRIVATE KEY" in text:
-        raise BadKey("DSA keys are refused (OpenSSH no longer accepts them): use ed25519, ecdsa or RSA >= 2048 bits")
+        raise BadKey(DSA_REFUSED)
     try:
         key = _load_with_passphrase(text, passphrase)
     except BadKey:
@@ -216,7 +217,7 @@ def parse_private_key(text: object, passphrase: object = None):
 
 def check_usable(key) -> None:
     if isinstance(key, dsa.DSAPrivateKey):
-        raise BadKey("DSA keys are refused (OpenSSH no longer accepts them): use ed25519, ecdsa or RSA >= 2048 bits")
+        raise BadKey(DSA_REFUSED)
     if isinstance(key, rsa.RSAPrivateKey):
         if key.key_size < RSA_MIN_UPLOADED_BITS:
             raise BadKey(f"RSA keys must have at least {RSA_MIN_UPLOADED_BITS} bits, this one has {key.key_size}")
