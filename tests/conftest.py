@@ -84,9 +84,5 @@ def staff_client(staff):
 @pytest.fixture(scope="session")
 def sshd(tmp_path_factory):
     """A real sshd on 127.0.0.1:<free port> accepting ``client_key`` for the current user."""
-    reason = sshd_mod.available()
-    if reason:
-        pytest.skip(reason)
-    server = sshd_mod.start_sshd(tmp_path_factory.mktemp("sshd"))
-    yield server
-    sshd_mod.stop_sshd(server)
+    with sshd_mod.running_sshd(tmp_path_factory.mktemp("sshd")) as server:
+        yield server

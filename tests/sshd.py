@@ -5,6 +5,8 @@ from __future__ import annotations
 import getpass
 import shutil
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,3 +122,18 @@ def restart_with_new_host_key(server: SshServer) -> SshServer:
     server.proc = spawn([SSHD, "-D", "-f", str(workdir / "sshd_config"), "-E", str(server.log)], workdir / "sshd.out")
     wait_for(lambda: port_open(server.port), timeout=10, message=f"sshd back on port {server.port}")
     return server
+
+
+@contextmanager
+def running_sshd(workdir: Path) -> Iterator[SshServer]:
+    """A started sshd for a fixture (the test is skipped where none can run), stopped however it ends."""
+    import pytest
+
+    reason = available()
+    if reason:
+        pytest.skip(reason)
+    server = start_sshd(workdir)
+    try:
+        yield server
+    finally:
+        stop_sshd(server)

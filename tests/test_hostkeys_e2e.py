@@ -30,10 +30,9 @@ def ssh_keygen_fingerprint(pub) -> str:
 @pytest.fixture
 def own_sshd(owner_key, tmp_path):
     """An sshd of this test alone (it gets restarted with a new host key); accepts the owner's key."""
-    server = sshd_mod.start_sshd(tmp_path / "own-sshd")
-    server.authorize(owner_key.public_key)
-    yield server
-    sshd_mod.stop_sshd(server)
+    with sshd_mod.running_sshd(tmp_path / "own-sshd") as server:
+        server.authorize(owner_key.public_key)
+        yield server
 
 
 def create(key, data: dict) -> Tunnel:

@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import client_for
 from tests.procs import wait_for
-from tests.sshd import start_sshd, stop_sshd
+from tests.sshd import running_sshd
 from tests.test_worker_e2e import create, ssh_children
 from tests.worker_fixtures import (
     attach_key,
@@ -40,10 +40,9 @@ FINGERPRINT = re.compile(r"SHA256:[A-Za-z0-9+/]{43}")
 @pytest.fixture
 def a_server(tmp_path):
     """A fresh sshd of user A's; the test writes its authorized_keys."""
-    server = start_sshd(tmp_path / "sshd-a")
-    server.authorized_keys.write_text("")
-    yield server
-    stop_sshd(server)
+    with running_sshd(tmp_path / "sshd-a") as server:
+        server.authorized_keys.write_text("")
+        yield server
 
 
 @pytest.fixture

@@ -25,12 +25,8 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture(scope="module")
 def own_sshd(tmp_path_factory):
-    reason = sshd_mod.available()
-    if reason:
-        pytest.skip(reason)
-    server = sshd_mod.start_sshd(tmp_path_factory.mktemp("keys-sshd"))
-    yield server
-    sshd_mod.stop_sshd(server)
+    with sshd_mod.running_sshd(tmp_path_factory.mktemp("keys-sshd")) as server:
+        yield server
 
 
 @pytest.fixture
