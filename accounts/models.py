@@ -25,20 +25,46 @@ class User(AbstractUser):
     # null = "use TUNNELSITE_DEFAULT_MAX_TUNNELS", so changing the default
     # reaches every user who was never given a limit of their own.
     max_tunnels = models.PositiveIntegerField(null=True, blank=True)
-    local_port_min = models.PositiveIntegerField(default=1024)
-    local_port_max = models.PositiveIntegerField(default=65535)
+    # The ports this user's -L tunnels may listen on. Both null = the server-wide
+    # pool (TUNNELSITE_PORT_RANGE), so changing the pool reaches every user who
+    # was never given a range of their own.
+    local_port_min = models.PositiveIntegerField(null=True, blank=True)
+    local_port_max = models.PositiveIntegerField(null=True, blank=True)
     allow_nonloopback_bind = models.BooleanField(
-        default=False, help_text="May bind or target a local address other than loopback."
+        default=False, help_text="-L tunnels may listen on addresses other than loopback."
+    )
+    allow_nonloopback_target = models.BooleanField(
+        default=False, help_text="-R tunnels may connect to addresses beyond this host and its private networks."
+    )
+    allowed_targets = models.TextField(
+        blank=True,
+        help_text="Addresses on this host or its networks that -R tunnels may connect to, one per line: "
+        "host:port, host:low-high, CIDR:port or CIDR:low-high.",
+    )
+    ssh_destinations = models.TextField(
+        blank=True,
+        help_text="SSH servers this user may reach although the server-wide policy denies them, one per line: "
+        "an address or CIDR, optionally :port or :low-high.",
     )
 
     class Meta:
         constraints = [
             models.CheckConstraint(
-                condition=models.Q(local_port_min__gte=1, local_port_max__lte=65535)
-                & models.Q(local_port_min__lte=models.F("local_port_max")),
+                condition=(models.Q(local_port_min__isnull=True) & models.Q(local_port_max__isnull=True))
+                | (
+                    models.Q(local_port_min__gte=1, local_port_max__lte=65535)
+                    & models.Q(local_port_min__lte=models.F("local_port_max"))
+                ),
                 name="user_port_range_valid",
             )
         ]
+
+    @property
+    def port_range(self) -> tuple[int, int]:
+        """The (low, high) ports this user's -L tunnels may listen on."""
+        if self.local_port_min is None or self.local_port_max is None:
+            return (1024, 65535)
+        return (self.local_port_min, self.local_port_max)
 
     @property
     def effective_max_tunnels(self) -> int:

@@ -84,7 +84,7 @@ def test_invalid_port_range_is_400_and_nothing_changes(owner, staff_client):
     response = staff_client.patch(f"{URL}alice/", {"local_port_min": 9000, "local_port_max": 8000}, format="json")
     assert response.status_code == 400
     owner.refresh_from_db()
-    assert (owner.local_port_min, owner.local_port_max) == (1024, 65535)
+    assert (owner.local_port_min, owner.local_port_max) == (None, None)
 
 
 def test_deactivate_keeps_the_row_and_blocks_the_users_tokens(owner, staff_client):
@@ -194,3 +194,11 @@ def test_staff_are_exempt_from_quotas(staff):
     staff.save()
     services.create_tunnel(staff, tunnel_data(local_port="0.0.0.0:80"))
     assert Tunnel.objects.owned_by(staff).count() == 1
+
+
+def test_a_port_range_is_both_ends_or_neither(owner, staff_client):
+    response = staff_client.patch(f"{URL}alice/", {"local_port_min": 9000}, format="json")
+    assert response.status_code == 400
+    assert "neither" in response.json()["fields"]["local_port_min"][0]
+    owner.refresh_from_db()
+    assert (owner.local_port_min, owner.local_port_max) == (None, None)

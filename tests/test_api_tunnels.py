@@ -154,7 +154,7 @@ def test_create_duplicate_is_409(owner_client):
 
 
 def test_create_outside_port_quota_is_403(owner, owner_client):
-    owner.local_port_max = 20000
+    owner.local_port_min, owner.local_port_max = 1024, 20000
     owner.save()
     response = owner_client.post(URL, tunnel_data(local_port="30000"), format="json")
     assert response.status_code == 403

@@ -99,10 +99,9 @@ def check_quota(owner, cleaned: dict[str, Any]) -> None:
         raise QuotaExceeded(
             f"local address {address} is not allowed: your tunnels may only use the loopback address 127.0.0.1"
         )
-    if not owner.local_port_min <= port <= owner.local_port_max:
-        raise QuotaExceeded(
-            f"local port {port} is outside your allowed range {owner.local_port_min}-{owner.local_port_max}"
-        )
+    low, high = owner.port_range
+    if not low <= port <= high:
+        raise QuotaExceeded(f"local port {port} is outside your allowed range {low}-{high}")
 
 
 def check_count(owner, count: int) -> None:

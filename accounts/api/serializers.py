@@ -137,9 +137,13 @@ class UserSerializer(serializers.ModelSerializer):
         return value
 
     def validate(self, attrs: dict) -> dict:
-        low = attrs.get("local_port_min", getattr(self.instance, "local_port_min", 1024))
-        high = attrs.get("local_port_max", getattr(self.instance, "local_port_max", 65535))
-        if not 1 <= low <= high <= 65535:
+        low = attrs.get("local_port_min", getattr(self.instance, "local_port_min", None))
+        high = attrs.get("local_port_max", getattr(self.instance, "local_port_max", None))
+        if (low is None) != (high is None):
+            raise serializers.ValidationError(
+                {"local_port_min": ["set both local_port_min and local_port_max, or neither (the server-wide pool)"]}
+            )
+        if low is not None and not 1 <= low <= high <= 65535:
             raise serializers.ValidationError(
                 {"local_port_min": ["local port range must satisfy 1 <= local_port_min <= local_port_max <= 65535"]}
             )
@@ -193,8 +197,8 @@ class MeSerializer(serializers.ModelSerializer):
     def get_quotas(self, user) -> dict:
         return {
             "max_tunnels": None if user.is_staff else user.effective_max_tunnels,
-            "local_port_min": user.local_port_min,
-            "local_port_max": user.local_port_max,
+            "local_port_min": user.port_range[0],
+            "local_port_max": user.port_range[1],
             "allow_nonloopback_bind": user.is_staff or user.allow_nonloopback_bind,
         }
 
