@@ -96,7 +96,7 @@ class SignatureAuthentication(authentication.BaseAuthentication):
         secret = keys.secret_of(key) if key is not None else None
         if secret is None or not signatures.signature_matches(request._request, params, secret):
             raise exceptions.AuthenticationFailed(INVALID_SIGNATURE)
-        if not signatures.claim(params):
+        if not signatures.claim(key.pk, params):
             raise exceptions.AuthenticationFailed("Signature already used (replay)")
         self._touch(key)
         _mark(request, AuthInfo("signature", None, f"key {key.label or key.id}"))
@@ -106,6 +106,8 @@ class SignatureAuthentication(authentication.BaseAuthentication):
         try:
             pk = uuid.UUID(key_id)
         except ValueError:
+            return None
+        if str(pk) != key_id:  # one spelling per key (lowercase, hyphenated): see accounts.signatures
             return None
         key = AccessKey.objects.select_related("user").filter(pk=pk, is_active=True).first()
         if key is None or not key.user.is_active:

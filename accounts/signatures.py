@@ -9,11 +9,17 @@ JumpServer's clients use). This module adds the policy JumpServer lacks:
 * ``Date`` at most ``MAX_SKEW`` seconds from the server clock;
 * a signature is accepted once (replay cache ``UsedSignature``), which is
   sound because a replay outside the Date window already fails the skew check.
+  The cache keys on what the server verified, not on how the client spelled it:
+  the access key's primary key and the decoded signature bytes. The base64 is
+  decoded strictly and must be the canonical encoding, and the key id must be
+  the canonical UUID (``SignatureAuthentication``), so neither a re-spelled
+  ``keyId`` nor a stray character after the signature makes a replay new.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import time
 from dataclasses import dataclass
@@ -41,7 +47,7 @@ class Params:
     key_id: str
     algorithm: str
     headers: tuple[str, ...]
-    signature: str
+    signature: bytes  # decoded from the header's canonical base64
 
 
 def parse(params: str) -> Params:
@@ -54,7 +60,24 @@ def parse(params: str) -> Params:
     if algorithm not in ALGORITHMS:
         raise SignatureError(f"Unsupported signature algorithm {algorithm!r}; use hmac-sha256")
     headers = tuple(values.get("headers", "date").lower().split())
-    return Params(key_id=key_id, algorithm=algorithm, headers=headers, signature=signature)
+    return Params(key_id=key_id, algorithm=algorithm, headers=headers, signature=decode_signature(signature))
+
+
+def decode_signature(text: str) -> bytes:
+    """The signature bytes; only the canonical base64 spelling is accepted.
+
+    ``httpsig`` decodes leniently (characters outside the alphabet are dropped), so
+    ``abc…=`` and ``abc…=!`` verify alike; refusing every other spelling here keeps
+    one signature one string.
+    """
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise SignatureError("signature must be standard base64") from None
+    # validate=True still allows spare padding bits and data after "=": re-encoding catches both.
+    if not raw or base64.b64encode(raw).decode("ascii") != text:
+        raise SignatureError("signature must be standard base64") from None
+    return raw
 
 
 def check_policy(request, params: Params) -> None:
@@ -106,9 +129,9 @@ def signature_matches(request, params: Params, secret: str) -> bool:
         return False
 
 
-def claim(params: Params) -> bool:
-    """Record the signature as used; False when it was used before (a replay)."""
-    fingerprint = hashlib.sha256(f"{params.key_id}\n{params.signature}".encode()).hexdigest()
+def claim(key_pk: object, params: Params) -> bool:
+    """Record the signature as used by this key; False when it was used before (a replay)."""
+    fingerprint = hashlib.sha256(f"{key_pk}\n".encode() + params.signature).hexdigest()
     try:
         with transaction.atomic():  # a savepoint: the IntegrityError must not poison an outer transaction
             UsedSignature.objects.create(signature_digest=fingerprint)
