@@ -9,7 +9,8 @@ code   meaning                                                      HTTP
 0      ok (``client_status``: online)                               200 (202 when ``wait=0`` and still queued)
 11     not connected (interactive tunnel, failed, not confirmed)    409
 12     not disconnected (not confirmed in time)                     409
-21     invalid api call (unknown call, wrong method)                404 / 405
+21     invalid api call (unknown call, wrong method; a browser      404 / 405
+       session's GET of a call that acts)
 22     too many API calls                                           429
 23     client blocked (credential refused: unknown, expired,        401 / 403
        revoked, deactivated user, missing scope)
@@ -29,6 +30,7 @@ from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.authentication import SessionAuthentication
 from accounts.visibility import visible_for
 from tunnels import services
 from tunnels.api import serializers as s
@@ -73,6 +75,12 @@ class EnvelopeMixin:
         return response
 
 
+SESSION_GET = (
+    "invalid api call: a signed-in browser session must use POST (with its CSRF token) for this call; "
+    "GET is for token, access-key and API_KEY clients"
+)
+
+
 class CallView(EnvelopeMixin, APIView):
     """One sshreach call on the tunnel named by ``?tunnel=``."""
 
@@ -84,7 +92,16 @@ class CallView(EnvelopeMixin, APIView):
     def required_scopes(self) -> dict[str, str]:
         return dict.fromkeys(BOTH_METHODS, self.scope)
 
+    @property
+    def acts(self) -> bool:
+        return self.scope != "read"
+
     def get(self, request) -> Response:
+        # A session cookie rides along on a cross-site top-level GET (SameSite=Lax) and CSRF
+        # protects only unsafe methods, so a session may act through POST alone. Token clients
+        # keep sshreach's GET: a foreign page cannot make a browser send their Authorization header.
+        if self.acts and isinstance(request.successful_authenticator, SessionAuthentication):
+            return envelope(INVALID_CALL, SESSION_GET, 405)
         return self.call(request, self.tunnel(request))
 
     def post(self, request) -> Response:
@@ -152,16 +169,24 @@ ENVELOPE_ERRORS = {
 }
 
 
+SESSION_GET_ERROR = {
+    405: _envelope_response(
+        "21 invalid api call: GET from a signed-in browser session (sessions use POST with their CSRF token)."
+    )
+}
+
+
 def _call_schema(name: str, summary: str, responses: dict, params: list, examples: list) -> Any:
     def decorate(view_class):
         for method in ("get", "post"):
+            extra = SESSION_GET_ERROR if method == "get" and view_class.scope != "read" else {}
             schema = extend_schema(
                 tags=["calls"],
                 summary=summary,
                 operation_id=f"call_{name}_{method}",
                 request=None,
                 parameters=[TUNNEL_PARAM, *params],
-                responses={**responses, **ENVELOPE_ERRORS},
+                responses={**responses, **ENVELOPE_ERRORS, **extra},
                 examples=examples,
             )
             setattr(view_class, method, schema(_copy(getattr(view_class, method))))
