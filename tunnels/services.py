@@ -11,7 +11,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -21,6 +21,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from tunnels import waiting
 from tunnels.models import ChangeMarker, ConfigBackup, Desired, SshKey, Status, Tunnel, WorkerNode
 from tunnels.validation import HASH_FIELDS, TunnelDataError, clean_tunnel_data, split_local
 from tunnelsite.errors import InvalidInput, QuotaExceeded, ServiceError
@@ -462,10 +463,12 @@ def live_workers():
 @dataclass(frozen=True)
 class Outcome:
     """What became of a start or stop request: ``done``, ``failed`` or ``queued`` (not confirmed yet),
-    with the one line every API surface shows (``started, pid 123``, ``stopped``, ``failed: …``, ``queued: …``)."""
+    with the one line every API surface shows (``started, pid 123``, ``stopped``, ``failed: …``, ``queued: …``).
+    ``waited`` is False when the answer came without waiting (``wait=0``, or no free waiting slot)."""
 
     state: str
     text: str
+    waited: bool = False
 
     @property
     def done(self) -> bool:
@@ -491,16 +494,36 @@ def _outcome(tunnel: Tunnel, want_running: bool) -> Outcome | None:
 
 
 def wait_for_outcome(tunnel: Tunnel, want_running: bool, timeout: float) -> Outcome:
-    """Wait up to ``timeout`` seconds for the worker to act; say truthfully what happened."""
-    deadline = time.monotonic() + max(0.0, timeout)
+    """Wait up to ``timeout`` seconds for the worker to act; say truthfully what happened.
+
+    Only ``settings.MAX_WAITING`` requests of this process wait at once (``tunnels.waiting``);
+    beyond that the answer is given at once, exactly as with ``timeout=0``."""
+    if timeout <= 0:
+        return _poll(tunnel, want_running, 0.0)
+    with waiting.SLOTS.slot() as held:
+        return replace(_poll(tunnel, want_running, timeout if held else 0.0), waited=held)
+
+
+WAIT_POLL = 0.05  # seconds between reads of the tunnel row while waiting
+WORKER_CHECK = 1.0  # seconds between checks that some worker is alive
+
+
+def _poll(tunnel: Tunnel, want_running: bool, timeout: float) -> Outcome:
+    # Cost per waiting request: one primary-key read per WAIT_POLL plus one indexed
+    # worker-lease query per WORKER_CHECK, for at most WAIT_MAX seconds.
+    deadline = time.monotonic() + timeout
+    next_worker_check = 0.0
     while True:
         tunnel.refresh_from_db()
         outcome = _outcome(tunnel, want_running)
         if outcome:
             return outcome
-        if not live_workers().exists():
-            return Outcome("queued", "queued: no worker is running")
-        if time.monotonic() >= deadline:
+        now = time.monotonic()
+        if now >= next_worker_check:
+            if not live_workers().exists():
+                return Outcome("queued", "queued: no worker is running")
+            next_worker_check = now + WORKER_CHECK
+        if now >= deadline:
             verb = "starting" if want_running else "stopping"
             return Outcome("queued", f"queued: {verb}, worker has not confirmed yet (status {tunnel.status})")
-        time.sleep(0.05)
+        time.sleep(WAIT_POLL)

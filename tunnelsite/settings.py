@@ -211,6 +211,9 @@ DEFAULT_MAX_TUNNELS = env_int("TUNNELSITE_DEFAULT_MAX_TUNNELS", 50, minimum=0)
 DOCS_PUBLIC = env_bool("TUNNELSITE_DOCS_PUBLIC", True)
 COMPAT_CORS = env_bool("TUNNELSITE_COMPAT_CORS", True)
 REQUEST_RETENTION_DAYS = env_int("TUNNELSITE_REQUEST_RETENTION_DAYS", 30, minimum=1)
+# Requests waiting for the worker (?wait=) at once per web process; more answer at once as with wait=0,
+# so waiting never holds every gunicorn thread (default: half of the 4 threads bin/run and docker start).
+MAX_WAITING = env_int("TUNNELSITE_MAX_WAITING", 2, minimum=0)
 
 NODE_NAME = env_str("TUNNELSITE_NODE", socket.gethostname())
 WORKER_LEASE_SECONDS = env_int("TUNNELSITE_WORKER_LEASE", 15, minimum=2)

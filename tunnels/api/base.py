@@ -43,5 +43,6 @@ WAIT_PARAM = OpenApiParameter(
     "wait",
     float,
     description=f"Seconds to wait for the worker to act (default {WAIT_DEFAULT:g}, 0 = don't wait, "
-    f"at most {WAIT_MAX:g}).",
+    f"at most {WAIT_MAX:g}). When the web process already has `TUNNELSITE_MAX_WAITING` requests waiting, "
+    "the answer comes at once, as with 0.",
 )

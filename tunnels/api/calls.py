@@ -6,7 +6,7 @@ Every answer, errors included, is the envelope ``{"message", "error_code",
 =====  ==========================================================  ======
 code   meaning                                                      HTTP
 =====  ==========================================================  ======
-0      ok (``client_status``: online)                               200 (202 when ``wait=0`` and still queued)
+0      ok (``client_status``: online)                               200 (202: still queued, not waited)
 11     not connected (interactive tunnel, failed, not confirmed)    409
 12     not disconnected (not confirmed in time)                     409
 21     invalid api call (unknown call, wrong method; a browser      404 / 405
@@ -142,7 +142,7 @@ def _desired_outcome(tunnel: Tunnel, want_running: bool, wait: float, failure_co
     outcome = services.wait_for_outcome(tunnel, want_running, wait)
     if outcome.done:
         return envelope(OK, "OK")
-    if wait == 0 and outcome.queued:
+    if outcome.queued and not outcome.waited:  # wait=0, or every waiting slot of this process taken
         return envelope(OK, outcome.text, 202)
     verb = "not connected" if want_running else "not disconnected"
     return envelope(failure_code, f"{verb}: {outcome.text}", 409)
@@ -214,7 +214,7 @@ def _example(name: str, message: str, code: int, success: bool, status: str = "2
     "Open (start) the tunnel",
     {
         200: _envelope_response("0: the worker reports the tunnel running."),
-        202: _envelope_response("0: accepted, not confirmed yet (wait=0)."),
+        202: _envelope_response("0: accepted, not confirmed yet (wait=0, or no free waiting slot)."),
         409: _envelope_response("11 not connected: interactive tunnel, failed start or no confirmation in time."),
     },
     [WAIT_PARAM],
@@ -235,7 +235,7 @@ class ConnectCall(CallView):
     "Close (stop) the tunnel",
     {
         200: _envelope_response("0: the worker reports the tunnel stopped."),
-        202: _envelope_response("0: accepted, not confirmed yet (wait=0)."),
+        202: _envelope_response("0: accepted, not confirmed yet (wait=0, or no free waiting slot)."),
         409: _envelope_response("12 not disconnected: no confirmation in time."),
     },
     [WAIT_PARAM],
