@@ -94,7 +94,9 @@ def test_beyond_the_limit_every_surface_answers_at_once_as_with_wait_0(live_serv
     compat = http("POST", f"{live_server.url}/api/autossh/start/{third.hash}?wait=30", auth)
     assert compat.status_code == 200
     assert "queued: starting, worker has not confirmed yet" in compat.json()["output"]
-    # All three answered while the first request still holds the only slot.
+    test = http("POST", f"{live_server.url}/api/v1/tunnels/{second.uuid}/test/?wait=30", auth)
+    assert test.status_code == 202 and test.json()["state"] == "pending"
+    # All four answered while the first request still holds the only slot.
     assert waiter.thread.is_alive() and waiting.SLOTS.in_use == 1
 
     act_as_worker(first)

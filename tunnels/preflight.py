@@ -13,7 +13,7 @@ import time
 from django.db import transaction
 from django.db.models import QuerySet
 
-from tunnels import services
+from tunnels import services, waiting
 from tunnels.models import ConnectionTest, TestState, Tunnel
 
 POLL_INTERVAL = 0.1
@@ -55,7 +55,16 @@ def request_tests(tunnels, actor: services.Actor = services.SYSTEM) -> tuple[lis
 
 
 def wait_for_result(test: ConnectionTest, timeout: float) -> ConnectionTest:
-    """Re-read ``test`` until it is done, ``timeout`` seconds pass, or no worker is alive to run it."""
+    """Re-read ``test`` until it is done, ``timeout`` seconds pass, or no worker is alive to run it.
+
+    Shares the waiting slots of start/stop (``tunnels.waiting``): with none free, it looks once."""
+    if timeout <= 0:
+        return _poll_result(test, 0.0)
+    with waiting.SLOTS.slot() as held:
+        return _poll_result(test, timeout if held else 0.0)
+
+
+def _poll_result(test: ConnectionTest, timeout: float) -> ConnectionTest:
     deadline = time.monotonic() + max(0.0, timeout)
     while True:
         test.refresh_from_db()
