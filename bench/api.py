@@ -51,7 +51,9 @@ from accounts import tokens
 from tunnels.models import Tunnel, WorkerNode
 User = get_user_model()
 lister = User.objects.create_user("lister", password="x", max_tunnels=100000)
-creator = User.objects.create_user("creator", password="x", max_tunnels=1000000, local_port_min=1024, local_port_max=65535)
+creator = User.objects.create_user(
+    "creator", password="x", max_tunnels=1000000, local_port_min=1024, local_port_max=65535
+)
 rows = []
 for i in range(1000):
     t = Tunnel(owner=lister, name=f"t{i}", remote_host="u@example.com", remote_port="80", local_port=str(20000 + i))
