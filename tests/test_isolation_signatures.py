@@ -11,6 +11,7 @@ import re
 import uuid
 
 import pytest
+import requests
 
 from accounts import keys
 from accounts.models import ApiToken
@@ -98,3 +99,16 @@ def test_a_non_base64_signature_says_so(signed_create):
     response = send(with_param(prepared, "signature", signature_of(prepared) + "!"))
     assert response.status_code == 401
     assert response.json() == {"error": "signature must be standard base64"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_respelled_replays_over_real_http(live_server, owner):
+    """The same over a real socket: a request signed by httpsig, sent by ``requests``, replayed re-spelled."""
+    row, secret = keys.create(owner, label="laptop")
+    prepared = sign("POST", TOKENS, row.id, secret, body={"label": "x"}, headers=[*SIGNED, "digest"])
+    prepared.prepare_url(f"{live_server.url}{TOKENS}", None)
+    with requests.Session() as http:
+        assert http.send(prepared, timeout=10).status_code == 201
+        for variant in [prepared, *replays(row, prepared)]:
+            assert http.send(variant, timeout=10).status_code == 401, variant.headers["Authorization"]
+    assert ApiToken.objects.filter(user=owner).count() == 1
