@@ -30,6 +30,16 @@ def data_dir(settings, tmp_path):
 
 
 @pytest.fixture(autouse=True)
+def _loopback_network_grants(request, settings):
+    """The test sshds and -R targets listen on loopback, which the network policy denies by default:
+    tests allow it as an operator with such servers would (README "Security model"). Tests marked
+    ``real_network_policy`` run on the real defaults (the workers they start get the same settings)."""
+    if request.node.get_closest_marker("real_network_policy") is None:
+        settings.SSH_DESTINATIONS_ALLOW = ["127.0.0.0/8"]
+        settings.ALLOWED_TARGETS = ["127.0.0.0/8:1024-65535"]
+
+
+@pytest.fixture(autouse=True)
 def _fast_hashing(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 

@@ -32,7 +32,17 @@ from tunnels import processes, services, ssh, sshkeys
 from tunnels.agent import agent_processes, runtime_dir
 from tunnels.models import SshKey, Tunnel
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+# On the real network policy: the users reach the loopback sshds through their own destination grants.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180), pytest.mark.real_network_policy]
+
+
+@pytest.fixture(autouse=True)
+def _loopback_destination_grants(owner, other):
+    """Both users may reach SSH servers on loopback, as staff would grant it (staff need no grant)."""
+    for user in (owner, other):
+        user.ssh_destinations = "127.0.0.0/8"
+        user.save(update_fields=["ssh_destinations"])
+
 
 FINGERPRINT = re.compile(r"SHA256:[A-Za-z0-9+/]{43}")
 

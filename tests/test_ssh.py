@@ -226,3 +226,32 @@ def test_only_staff_read_logs_unredacted(owner, staff, data_dir):
     text = f"Server accepts key: {data_dir}/ssh/pub/k.pub"
     assert ssh.redact_for(staff, text) == text
     assert ssh.redact_for(owner, text) == "Server accepts key: <key>"
+
+
+@pytest.mark.parametrize(
+    ("remote_host", "ssh_port", "address", "alias"),
+    [
+        ("user@Example.COM", None, "203.0.113.7", "example.com"),
+        ("user@example.com", 22, "2001:db8::7", "example.com"),
+        ("user@example.com", 2222, "203.0.113.7", "[example.com]:2222"),
+        ("me@127.0.0.1", 2222, "127.0.0.1", "[127.0.0.1]:2222"),
+    ],
+)
+def test_a_checked_address_is_pinned_and_the_host_key_stays_under_the_name(
+    owner, remote_host, ssh_port, address, alias
+):
+    # ssh appends no port to a HostKeyAlias: it is written as known_hosts files a non-default port.
+    argv = build(tunnel_for(owner, remote_host=remote_host, ssh_port=ssh_port), address=address).argv
+    assert f"HostName={address}" in options(argv) and f"HostKeyAlias={alias}" in options(argv)
+    assert argv[-2:] == ["--", remote_host]
+
+
+def test_without_an_address_ssh_resolves_the_name_itself(owner):
+    argv = build(tunnel_for(owner)).argv
+    assert not [option for option in options(argv) if option.startswith(("HostName=", "HostKeyAlias="))]
+
+
+@pytest.mark.parametrize("address", ["example.com", "-oProxyCommand=x", "127.0.0.1 -v", ""])
+def test_only_an_address_can_be_pinned(owner, address):
+    with pytest.raises(ValueError):
+        build(tunnel_for(owner), address=address)

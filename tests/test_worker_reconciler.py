@@ -150,7 +150,8 @@ def test_an_expired_key_fails_the_tunnel_before_anything_starts(owner, data_dir)
 def test_a_worker_error_reaches_last_error_without_server_paths(owner, data_dir):
     # A real failure to start: the logs directory cannot be created because a file has its name.
     (data_dir / "logs").write_text("not a directory")
-    tunnel = make_tunnel(owner)
+    # An address (TEST-NET-3): the worker resolves the destination before it starts anything.
+    tunnel = make_tunnel(owner, remote_host="user@203.0.113.5")
     Tunnel.objects.filter(pk=tunnel.pk).update(ssh_key=make_key(owner), desired_state=Desired.RUNNING)
 
     Reconciler("node-a").reconcile_once(full=True)

@@ -75,6 +75,10 @@ def worker_env(sshd, extra: dict[str, str] | None = None) -> dict[str, str]:
             "SECRET_KEY": django_settings.SECRET_KEY,
             "TUNNELSITE_SSH_IDENTITY": str(sshd.client_key),
             "PYTHONUNBUFFERED": "1",
+            # The network policy this test runs with (tests/conftest.py sets it per test).
+            "TUNNELSITE_SSH_DESTINATIONS_ALLOW": ",".join(django_settings.SSH_DESTINATIONS_ALLOW),
+            "TUNNELSITE_SSH_DESTINATIONS_DENY": ",".join(django_settings.SSH_DESTINATIONS_DENY),
+            "TUNNELSITE_ALLOWED_TARGETS": ",".join(django_settings.ALLOWED_TARGETS),
         }
     )
     env.update(extra or {})

@@ -39,7 +39,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from tunnels import hostkeys, services, ssh
+from tunnels import hostkeys, netpolicy, services, ssh
 from tunnels.agent import Agent, AgentError, KeyUnusable
 from tunnels.models import ConnectionTest, SshKey, Status, TestState, Tunnel
 from tunnels.validation import split_local
@@ -350,6 +350,7 @@ class Plan:
     auth_error: str = ""
     error: str = ""
     key: SshKey | None = None
+    address: str | None = None  # the checked destination address ssh is pinned to (non-staff)
 
 
 def plan_test(tunnel: Tunnel, agent: Agent | None) -> Plan:
@@ -362,7 +363,19 @@ def plan_test(tunnel: Tunnel, agent: Agent | None) -> Plan:
         plan.error = f"the owner's known hosts could not be written: {redact(str(exc))}"
         return plan
     try:
-        plan.command = ssh.preflight_command(tunnel, agent=agent, stdio=plan.stdio, spare_remote_port=plan.spare)
+        # The network policy first: a refused destination is never connected to, so a test cannot
+        # tell an open port from a closed one there (tunnels.netpolicy).
+        problem = netpolicy.row_problem(tunnel)
+        if problem:
+            raise netpolicy.DestinationRefused(problem)
+        plan.address = netpolicy.resolve_destination(tunnel)
+    except netpolicy.DestinationRefused as exc:
+        plan.error = str(exc)
+        return plan
+    try:
+        plan.command = ssh.preflight_command(
+            tunnel, agent=agent, stdio=plan.stdio, spare_remote_port=plan.spare, address=plan.address
+        )
     except (ssh.NoKey, KeyUnusable, AgentError) as exc:
         plan.auth_error = redact(str(exc))
     except (ValueError, OSError) as exc:
@@ -371,16 +384,19 @@ def plan_test(tunnel: Tunnel, agent: Agent | None) -> Plan:
     return plan
 
 
-def naive_server(tunnel: Tunnel) -> Server:
-    """Where ssh connects without a config (non-staff tunnels have an empty one)."""
-    return Server(tunnel.remote_host.rsplit("@", 1)[-1], int(tunnel.ssh_port or 22))
+def naive_server(tunnel: Tunnel, address: str | None = None) -> Server:
+    """Where ssh connects without a config (non-staff tunnels have an empty one): the checked address."""
+    return Server(address or tunnel.remote_host.rsplit("@", 1)[-1], int(tunnel.ssh_port or 22))
 
 
 def run_steps(tunnel: Tunnel, plan: Plan, started=None) -> list[dict[str, Any]]:
     """Every step in order, up to and including the first failure."""
     if plan.error:
         return [failed("resolve", plan.error)]
-    server = where_ssh_connects(plan.command.argv, plan.command.env) if plan.command else naive_server(tunnel)
+    if plan.command:
+        server = where_ssh_connects(plan.command.argv, plan.command.env)
+    else:
+        server = naive_server(tunnel, plan.address)
     if isinstance(server, str):
         return [failed("resolve", server)]
     records = []

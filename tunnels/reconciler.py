@@ -27,7 +27,7 @@ from django.conf import settings
 from django.db.models import F, Q
 from django.utils import timezone
 
-from tunnels import hostkeys, processes, services
+from tunnels import hostkeys, netpolicy, processes, services
 from tunnels.agent import Agent, AgentError, KeyUnusable
 from tunnels.models import Desired, ExitReason, SshKey, Status, Tunnel, TunnelSession, WorkerNode
 from tunnels.preflight_runner import PreflightRunner
@@ -336,8 +336,10 @@ class Reconciler:
     def start(self, tunnel: Tunnel, *, restart: bool = False) -> Tracked | None:
         hostkeys.sync_owner(tunnel.owner_id)  # the owner's known_hosts, as the database trusts them
         try:
-            command = command_for(tunnel, node=self.node, agent=self.agent)
-        except (KeyUnusable, AgentError, NoKey) as exc:
+            # Resolved here, at connect time, and ssh pinned to it: DNS cannot swap the address afterwards.
+            address = netpolicy.resolve_destination(tunnel)
+            command = command_for(tunnel, node=self.node, agent=self.agent, address=address)
+        except (KeyUnusable, AgentError, NoKey, netpolicy.DestinationRefused) as exc:
             self.fail(tunnel, None, str(exc), True)
             return None
         popen, offset = processes.start(command.argv, command.env, tunnel.log_path, command.display)
@@ -634,6 +636,9 @@ def precondition_error(tunnel: Tunnel) -> str | None:
     """Why ``tunnel`` cannot run as configured (a pure check of its row), or None."""
     if tunnel.interactive:
         return INTERACTIVE_ERROR
+    refused = netpolicy.row_problem(tunnel)  # the row may predate the policy, or a grant was withdrawn
+    if refused:
+        return refused
     if tunnel.ssh_key_id is None:
         # Never the server's key for a user's tunnel: it would reach every server that trusts it.
         return None if tunnel.owner.is_staff else NO_KEY_ERROR

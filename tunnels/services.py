@@ -21,14 +21,16 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from tunnels import waiting
-from tunnels.models import ChangeMarker, ConfigBackup, Desired, SshKey, Status, Tunnel, WorkerNode
+from tunnels import netpolicy, waiting
+from tunnels.models import LOCAL_TO_REMOTE, ChangeMarker, ConfigBackup, Desired, SshKey, Status, Tunnel, WorkerNode
 from tunnels.validation import HASH_FIELDS, TunnelDataError, clean_tunnel_data, split_local
 from tunnelsite.errors import InvalidInput, QuotaExceeded, ServiceError
 from tunnelsite.errors import NotFound as NotFound  # re-exported: callers use services.<Error>
 from tunnelsite.files import atomic_write
 
 MIN_PREFIX = 8
+# The fields the quota and network policy checks read (an update is checked with the merged values).
+POLICY_FIELDS = ("local_port", "direction", "remote_host", "ssh_port")
 MARKER = "tunnels"
 
 
@@ -93,8 +95,8 @@ def marker_value() -> int:
 
 def check_quota(owner, cleaned: dict[str, Any]) -> None:
     """Per-user limits on where a tunnel may listen or connect locally. Staff are exempt."""
-    if owner.is_staff:
-        return
+    if owner.is_staff or cleaned.get("direction") == LOCAL_TO_REMOTE:
+        return  # an -R local_port is a connect target: tunnels.netpolicy decides those
     address, port = split_local(cleaned["local_port"])
     if not owner.allow_nonloopback_bind and address not in ("127.0.0.1", "::1"):
         raise QuotaExceeded(
@@ -227,6 +229,7 @@ def create_tunnel(owner, data: Any, actor: Actor = SYSTEM, *, start: bool | None
         raise _invalid(exc) from None
     cleaned.update(_key_choice(owner, data))
     check_quota(owner, cleaned)
+    netpolicy.check_tunnel(owner, cleaned)
     with transaction.atomic():
         _lock_owner(owner)
         if "ssh_key_id" not in cleaned:
@@ -246,8 +249,9 @@ def update_tunnel(tunnel: Tunnel, data: Any, actor: Actor = SYSTEM, *, partial: 
     except TunnelDataError as exc:
         raise _invalid(exc) from None
     cleaned.update(_key_choice(tunnel.owner, data))
-    merged = {field: cleaned.get(field, getattr(tunnel, field)) for field in ("local_port",)}
+    merged = {field: cleaned.get(field, getattr(tunnel, field)) for field in POLICY_FIELDS}
     check_quota(tunnel.owner, merged)
+    netpolicy.check_tunnel(tunnel.owner, merged)
     with transaction.atomic():
         _lock_owner(tunnel.owner)
         tunnel = Tunnel.objects.select_for_update().get(pk=tunnel.pk)
@@ -309,6 +313,7 @@ def replace_all(owner, items: Any, actor: Actor = SYSTEM, *, reason: str = "befo
     cleaned_all = _clean_all(owner, items)
     for cleaned in cleaned_all:
         check_quota(owner, cleaned)
+        netpolicy.check_tunnel(owner, cleaned)
     check_count(owner, len(cleaned_all))
     with transaction.atomic():
         _lock_owner(owner)

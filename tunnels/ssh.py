@@ -11,6 +11,7 @@ from anything a user reads (logs, errors): written once, used everywhere.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from dataclasses import dataclass
@@ -116,8 +117,13 @@ def build_command(
     known_hosts: str | Path,
     ssh_config: str | Path | None,
     node: str = "",
+    address: str | None = None,
 ) -> Command:
-    """The autossh argv and environment for ``tunnel`` (pure: touches no files)."""
+    """The autossh argv and environment for ``tunnel`` (pure: touches no files).
+
+    ``address``: the destination address the worker resolved and checked (``tunnels.netpolicy``);
+    ssh connects to exactly it, and host keys stay filed under the name (``pinned_options``).
+    """
     destination = _guard(tunnel.remote_host, "destination")
     flag, spec = forward_spec(tunnel)
     _guard(spec, "forward")
@@ -160,8 +166,19 @@ def build_command(
         add("-o", "IdentitiesOnly=yes")
     if tunnel.ssh_port:
         add("-p", str(int(tunnel.ssh_port)))
+    if address is not None:
+        add(*pinned_options(tunnel, address))
     add(flag, spec, "--", destination)
     return Command(argv, _environment(tunnel, identity, node), shown)
+
+
+def pinned_options(tunnel: Tunnel, address: str) -> list[str]:
+    """``-o HostName=<address> -o HostKeyAlias=<name>``: connect to the checked address, so DNS cannot
+    swap it; look up and save the host key under the name (``[host]:port`` for another port than 22, as
+    known_hosts files it: ssh appends no port to an alias), as ``tunnels.hostkeys`` keys its entries."""
+    pinned = str(ipaddress.ip_address(address))  # an address we resolved, never user text
+    alias = _guard(hostkeys.host_pattern(*hostkeys.tunnel_target(tunnel)), "host key alias")
+    return ["-o", f"HostName={pinned}", "-o", f"HostKeyAlias={alias}"]
 
 
 def _environment(tunnel: Tunnel, identity: Identity, node: str) -> dict[str, str]:
@@ -220,7 +237,7 @@ def identity_for(tunnel: Tunnel, agent: Agent | None = None) -> Identity:
     return Identity(ambient_agent=True)
 
 
-def command_for(tunnel: Tunnel, node: str = "", agent: Agent | None = None) -> Command:
+def command_for(tunnel: Tunnel, node: str = "", agent: Agent | None = None, *, address: str | None = None) -> Command:
     """Prepare the files a tunnel's command needs, then build it (the worker and the connection test).
 
     Non-staff tunnels get an empty ``-F`` config (never the server's
@@ -237,7 +254,9 @@ def command_for(tunnel: Tunnel, node: str = "", agent: Agent | None = None) -> C
         if not config.exists():
             config.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             config.write_text("# Deliberately empty: non-staff tunnels must not use the server's ssh config.\n")
-    return build_command(tunnel, identity=identity, known_hosts=known_hosts, ssh_config=config, node=node)
+    return build_command(
+        tunnel, identity=identity, known_hosts=known_hosts, ssh_config=config, node=node, address=address
+    )
 
 
 # --- what users may read ---------------------------------------------------
@@ -301,7 +320,12 @@ def ssh_bin() -> str:
 
 
 def preflight_command(
-    tunnel: Tunnel, *, agent: Agent | None = None, stdio: bool = False, spare_remote_port: bool = False
+    tunnel: Tunnel,
+    *,
+    agent: Agent | None = None,
+    stdio: bool = False,
+    spare_remote_port: bool = False,
+    address: str | None = None,
 ) -> Command:
     """A plain ``ssh`` with the tunnel's settings (``command_for``) that exits on the first failure.
 
@@ -312,7 +336,7 @@ def preflight_command(
     nothing locally; ``spare_remote_port`` asks for port 0 in an -R forward.
     Raises what ``command_for`` raises (``NoKey``, the agent's errors).
     """
-    tunnel_command = command_for(tunnel, agent=agent)
+    tunnel_command = command_for(tunnel, agent=agent, address=address)
     start = tunnel_command.argv.index("-N") + 1  # drop "autossh -M 0 -N"
     argv, shown = tunnel_command.argv[start:], tunnel_command.display_argv[start:]
     end = argv.index("--")

@@ -66,6 +66,19 @@ def env_list(name: str, default: list[str] | None = None) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+def env_rules(name: str, *, port_required: bool) -> list[str]:
+    """A comma list of network rules (``tunnelsite.netrules``), each checked at start-up."""
+    from tunnelsite.netrules import RuleErrors, parse_rules
+
+    items = env_list(name, [])
+    try:
+        parse_rules(items, port_required=port_required)
+    except RuleErrors as exc:
+        problems = "; ".join(problem.replace("line", "item", 1) for problem in exc.problems)
+        raise ImproperlyConfigured(f"{name}: {problems}") from None
+    return items
+
+
 def env_secret(name: str) -> str | None:
     """A secret from NAME or from the file named by NAME_FILE (Docker secrets)."""
     path = os.environ.get(f"{name}_FILE")

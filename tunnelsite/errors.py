@@ -27,5 +27,11 @@ class QuotaExceeded(ServiceError):
     status = 403
 
 
+class PolicyDenied(ServiceError):
+    """The network policy refuses a target or destination (README "Security model"); staff can grant it."""
+
+    status = 403
+
+
 class NotFound(ServiceError):
     status = 404

@@ -14,6 +14,7 @@ from tunnelsite.env import (
     env_float,
     env_int,
     env_list,
+    env_rules,
     env_secret,
     env_str,
     is_placeholder_secret,
@@ -232,6 +233,10 @@ SSH_SERVER_ALIVE_INTERVAL = env_int("TUNNELSITE_SSH_ALIVE_INTERVAL", 15, minimum
 SSH_SERVER_ALIVE_COUNT = env_int("TUNNELSITE_SSH_ALIVE_COUNT", 3, minimum=1)
 SSH_CONNECT_TIMEOUT = env_int("TUNNELSITE_SSH_CONNECT_TIMEOUT", 10, minimum=1)
 LOG_MAX_BYTES = env_int("TUNNELSITE_LOG_MAX_BYTES", 1024 * 1024, minimum=4096)
+# Network policy for non-staff tunnels (tunnels.netpolicy; README "Security model"): comma lists of rules.
+ALLOWED_TARGETS = env_rules("TUNNELSITE_ALLOWED_TARGETS", port_required=True)
+SSH_DESTINATIONS_ALLOW = env_rules("TUNNELSITE_SSH_DESTINATIONS_ALLOW", port_required=False)
+SSH_DESTINATIONS_DENY = env_rules("TUNNELSITE_SSH_DESTINATIONS_DENY", port_required=False)
 
 LOGGING = {
     "version": 1,
