@@ -194,6 +194,22 @@ def test_restore_puts_the_configuration_back_and_backs_up_first(owner, owner_cli
     assert ConfigBackup.objects.order_by("-created_at").first().reason.startswith("before restore")
 
 
+def test_restore_keeps_settings_a_backup_does_not_name_and_restores_those_it_does(owner, owner_client):
+    tunnel = make_tunnel(owner, ssh_port=2222, auto_restart=False)
+    full = ConfigBackup.objects.filter(owner=owner).order_by("-created_at").first()
+    full.tunnels = [tunnel.backup_dict()]
+    full.save()
+    # A backup written before tunnelsite kept its own settings: the six fields only.
+    older = ConfigBackup.objects.create(owner=owner, reason="old", tunnels=[tunnel.compat_dict()], file_name="x")
+    assert owner_client.post(f"{BACKUPS}{older.id}/restore/").status_code == 200
+    kept = Tunnel.objects.get(owner=owner)
+    assert (kept.pk, kept.ssh_port, kept.auto_restart) == (tunnel.pk, 2222, False)
+    Tunnel.objects.filter(pk=tunnel.pk).update(ssh_port=2200, auto_restart=True)
+    assert owner_client.post(f"{BACKUPS}{full.id}/restore/").status_code == 200
+    kept = Tunnel.objects.get(owner=owner)
+    assert (kept.pk, kept.ssh_port, kept.auto_restart) == (tunnel.pk, 2222, False)
+
+
 def test_restore_needs_write_scope(owner):
     from tests.conftest import client_for
 

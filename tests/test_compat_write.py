@@ -233,6 +233,58 @@ def test_replace_all_leaves_other_users_alone(owner, other, owner_client):
     assert Tunnel.objects.filter(pk=theirs.pk).exists()
 
 
+def six_fields(tunnel: Tunnel) -> dict:
+    """What the original's panel sends for a tunnel on "Save & Restart": the six fields, nothing else."""
+    return {k: v for k, v in tunnel.compat_dict().items() if k != "hash"}
+
+
+@pytest.mark.parametrize("method", ["post", "put"])
+def test_replace_all_keeps_tunnelsite_settings_the_entry_does_not_send(method, owner, owner_client):
+    from tests.worker_fixtures import make_key
+
+    key = make_key(owner, name="laptop")
+    tunnel = make_tunnel(owner, ssh_port=2222, auto_restart=False, ssh_key=str(key.pk))
+    generation = tunnel.generation
+    response = getattr(owner_client, method)("/config", {"tunnels": [six_fields(tunnel)]}, format="json")
+    assert response.status_code == 200, response.json()
+    kept = Tunnel.objects.get(owner=owner)
+    assert kept.pk == tunnel.pk
+    assert (kept.ssh_port, kept.auto_restart, kept.ssh_key_id) == (2222, False, key.pk)
+    assert kept.generation == generation  # nothing changed: the worker does not restart it
+    assert kept.desired_state == Desired.RUNNING
+
+
+def test_replace_all_changes_tunnelsite_settings_the_entry_sends(owner, owner_client):
+    from tests.worker_fixtures import make_key
+
+    key = make_key(owner, name="laptop")
+    tunnel = make_tunnel(owner, ssh_port=2222, auto_restart=False, ssh_key=str(key.pk))
+    entry = {**six_fields(tunnel), "ssh_port": None, "auto_restart": True, "ssh_key": None}
+    assert owner_client.post("/config", {"tunnels": [entry]}, format="json").status_code == 200
+    kept = Tunnel.objects.get(owner=owner)
+    assert kept.pk == tunnel.pk
+    assert (kept.ssh_port, kept.auto_restart, kept.ssh_key_id) == (None, True, None)
+    assert kept.generation == tunnel.generation + 1  # new ssh port and key: the worker restarts it
+    entry = {**six_fields(tunnel), "ssh_port": 2200}
+    assert owner_client.post("/config", {"tunnels": [entry]}, format="json").status_code == 200
+    assert Tunnel.objects.get(pk=tunnel.pk).ssh_port == 2200
+
+
+def test_replace_all_new_tunnels_get_the_defaults(owner, owner_client):
+    assert owner_client.post("/config", {"tunnels": [tunnel_data()]}, format="json").status_code == 200
+    created = Tunnel.objects.get(owner=owner)
+    assert (created.ssh_port, created.auto_restart) == (None, True)
+
+
+def test_config_get_edit_post_round_trip_keeps_settings(owner, owner_client):
+    make_tunnel(owner, ssh_port=2222, auto_restart=False)
+    config = owner_client.get("/config").json()
+    config["tunnels"][0]["name"] = "renamed"  # a new hash: the entry is a new tunnel with the sent settings
+    assert owner_client.post("/config", config, format="json").status_code == 200
+    renamed = Tunnel.objects.get(owner=owner)
+    assert (renamed.name, renamed.ssh_port, renamed.auto_restart) == ("renamed", 2222, False)
+
+
 BAD_BODIES = [
     (b"", "Request body required"),
     (b"   ", "Request body required"),

@@ -321,11 +321,11 @@ def replace_all(owner, items: Any, actor: Actor = SYSTEM, *, reason: str = "befo
         existing = {t.hash: t for t in Tunnel.objects.owned_by(owner)}
         result = []
         keep = set()
-        for cleaned in cleaned_all:
+        for item, cleaned in zip(items, cleaned_all, strict=True):
             digest = Tunnel(**{k: cleaned[k] for k in HASH_FIELDS}).compute_hash()
             if digest in existing:
                 keep.add(digest)
-                result.append(_apply_extras(existing[digest], cleaned))
+                result.append(_apply_extras(existing[digest], _sent_extras(item, cleaned)))
         Tunnel.objects.owned_by(owner).exclude(hash__in=keep).delete()
         default_key = default_key_id(owner)
         for cleaned in cleaned_all:
@@ -336,9 +336,24 @@ def replace_all(owner, items: Any, actor: Actor = SYSTEM, *, reason: str = "befo
     return result
 
 
-def _apply_extras(tunnel: Tunnel, cleaned: dict[str, Any]) -> Tunnel:
-    """Fields outside the hash (ssh_port, auto_restart, ssh_key) may still differ on a kept tunnel."""
-    extras = {f: v for f, v in cleaned.items() if f not in HASH_FIELDS and getattr(tunnel, f) != v}
+def _sent_extras(item: dict[str, Any], cleaned: dict[str, Any]) -> dict[str, Any]:
+    """The fields outside the hash that the entry really sent.
+
+    ``clean_tunnel_data`` fills defaults for unsent fields; on a kept tunnel those
+    defaults would silently reset tunnelsite's own settings (ssh_port, auto_restart,
+    ssh_key, and any added later), which clients of the original never send.
+    """
+    body_name = {"ssh_key_id": KEY_FIELD}  # cleaned field -> the name the body uses
+    return {
+        field: value
+        for field, value in cleaned.items()
+        if field not in HASH_FIELDS and body_name.get(field, field) in item
+    }
+
+
+def _apply_extras(tunnel: Tunnel, extras_sent: dict[str, Any]) -> Tunnel:
+    """Fields outside the hash that the entry sent may still differ on a kept tunnel."""
+    extras = {f: v for f, v in extras_sent.items() if getattr(tunnel, f) != v}
     if extras:
         for field, value in extras.items():
             setattr(tunnel, field, value)
