@@ -66,15 +66,32 @@ def test_list_shape_with_normal_and_interactive(mount, owner, owner_client):
     ]
 
 
+# The original's vocabulary (its panel and clients know these four and nothing else).
+ORIGINAL_STATES = {
+    Status.RUNNING: "RUNNING",
+    Status.STARTING: "STARTING",
+    Status.STOPPED: "STOPPED",
+    Status.BACKOFF: "DEAD",
+    Status.FAILED: "DEAD",
+}
+
+
+def test_every_tunnelsite_state_has_a_word_of_the_original():
+    assert set(ORIGINAL_STATES) == set(Status.values)
+
+
 @pytest.mark.parametrize("mount", MOUNTS)
-def test_status_is_observed_state_upper_case(mount, owner, owner_client):
+def test_status_is_observed_state_in_the_originals_words(mount, owner, owner_client):
     tunnels = [make_tunnel(owner) for _ in Status.values]
     for tunnel, status in zip(tunnels, Status.values, strict=True):
         Tunnel.objects.filter(pk=tunnel.pk).update(status=status)
     body = owner_client.get(f"{mount}/status").json()
-    assert [item["status"] for item in body] == [value.upper() for value in Status.values]
+    assert [item["status"] for item in body] == [ORIGINAL_STATES[value] for value in Status.values]
     assert all(set(item) == LIST_KEYS for item in body)
     assert [item["hash"] for item in body] == [t.hash for t in tunnels]
+    # The REST API keeps tunnelsite's own states.
+    rest = {t["hash"]: t["status"] for t in owner_client.get("/api/v1/tunnels/").json()["entries"]}
+    assert [rest[t.hash] for t in tunnels] == list(Status.values)
 
 
 @pytest.mark.parametrize("path", ["/list", "/status", "/config", "/logs"])

@@ -12,7 +12,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from tunnels.models import DIRECTION_CHOICES, Tunnel
+from tunnels.models import DIRECTION_CHOICES, Status, Tunnel
 
 PORT_HELP = 'A port (`"8080"`) or `host:port`; requests may send a number.'
 
@@ -45,6 +45,17 @@ def config_row(row: tuple) -> dict[str, Any]:
 
 def config_item(tunnel: Tunnel) -> dict[str, Any]:
     return config_row(tuple(getattr(tunnel, column) for column in CONFIG_COLUMNS))
+
+
+# The original knows four states; its panel and clients written for it show nothing else.
+# tunnelsite's richer states stay in the REST API (and in the text of ``output``).
+COMPAT_STATUS = {
+    Status.RUNNING: "RUNNING",
+    Status.STARTING: "STARTING",
+    Status.STOPPED: "STOPPED",
+    Status.BACKOFF: "DEAD",  # died, waiting to retry
+    Status.FAILED: "DEAD",
+}
 
 
 def list_item(name: str, status: str, local_port: str, remote_host: str, remote_port: str, hash: str) -> dict:
@@ -110,8 +121,9 @@ class ConfigListSerializer(serializers.Serializer):
 class ListItemSerializer(serializers.Serializer):
     name = serializers.CharField()
     status = serializers.CharField(
-        help_text="`/list`: `NORMAL` or `INTERACTIVE`. `/status`: observed state in upper case "
-        "(`RUNNING`, `STARTING`, `STOPPED`, `BACKOFF`, `FAILED`)."
+        help_text="`/list`: `NORMAL` or `INTERACTIVE`. `/status`: the observed state in the original's words: "
+        "`RUNNING`, `STARTING`, `STOPPED` or `DEAD` (failed, or waiting to retry; `GET /api/v1/tunnels/` "
+        "tells which and why)."
     )
     local_port = serializers.CharField()
     remote_host = serializers.CharField()

@@ -114,13 +114,14 @@ class StatusView(CompatView):
     @compat_schema(
         "compat_status",
         "Observed status of every tunnel",
-        "The same items as `/list`, with `status` the state the worker observes, in upper case.",
+        "The same items as `/list`, with `status` the state the worker observes in the original's words: "
+        "`RUNNING`, `STARTING`, `STOPPED`, or `DEAD` (failed, or backing off before a retry).",
         {200: s.ListItemSerializer(many=True)},
         examples=[ex.STATUS],
     )
     def get(self, request) -> Response:
         rows = self.tunnels().values_list("status", *LIST_COLUMNS)
-        return Response([s.list_item(row[1], row[0].upper(), *row[2:]) for row in rows])
+        return Response([s.list_item(row[1], s.COMPAT_STATUS[row[0]], *row[2:]) for row in rows])
 
 
 # --- start / stop -------------------------------------------------------
