@@ -54,10 +54,30 @@ def test_config_new_accepts_ports_as_numbers_and_ssh_port(owner, owner_client):
     assert Tunnel.objects.get(owner=owner).ssh_port == 2222
 
 
-def test_config_new_defaults_name_direction_interactive(owner, owner_client):
-    body = {"remote_host": "oaklight.tempest", "remote_port": "5001", "local_port": "55001"}
+def test_config_new_defaults_direction_interactive(owner, owner_client):
+    body = {"name": "db", "remote_host": "user@ssh.example.com", "remote_port": "5001", "local_port": "55001"}
     item = owner_client.post("/config/new", body, format="json").json()
-    assert (item["name"], item["direction"], item["interactive"]) == ("unnamed", "remote_to_local", False)
+    assert (item["name"], item["direction"], item["interactive"]) == ("db", "remote_to_local", False)
+
+
+@pytest.mark.parametrize("mount", MOUNTS)
+@pytest.mark.parametrize("name", [None, "", "absent"])
+def test_config_new_requires_name_and_creates_nothing(mount, name, owner, owner_client, data_dir):
+    body = {k: v for k, v in NEW.items() if k != "name"}
+    if name != "absent":
+        body["name"] = name
+    response = owner_client.post(f"{mount}/config/new", body, format="json")
+    assert response.status_code == 400
+    assert response.json() == {"error": "Missing required fields: name"}
+    assert not Tunnel.objects.exists() and not ConfigBackup.objects.exists() and not backup_files(data_dir)
+    both = owner_client.post(f"{mount}/config/new", {"local_port": "18080"}, format="json")
+    assert both.json() == {"error": "Missing required fields: name, remote_host, remote_port"}
+
+
+def test_edit_still_defaults_the_name_as_the_original(owner, owner_client):
+    body = {k: v for k, v in NEW.items() if k != "name"}
+    assert owner_client.post("/edit", body, format="json").status_code == 201
+    assert Tunnel.objects.get(owner=owner).name == "unnamed"
 
 
 def test_config_new_interactive_is_not_meant_to_run(owner, owner_client):

@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from tunnels import netpolicy, waiting
 from tunnels.models import LOCAL_TO_REMOTE, ChangeMarker, ConfigBackup, Desired, SshKey, Status, Tunnel, WorkerNode
-from tunnels.validation import HASH_FIELDS, TunnelDataError, clean_tunnel_data, split_local
+from tunnels.validation import HASH_FIELDS, REQUIRED, TunnelDataError, clean_tunnel_data, split_local
 from tunnelsite.errors import InvalidInput, QuotaExceeded, ServiceError
 from tunnelsite.errors import NotFound as NotFound  # re-exported: callers use services.<Error>
 from tunnelsite.files import atomic_write
@@ -221,10 +221,15 @@ def _set_desired_by(tunnel: Tunnel, actor: Actor) -> None:
     tunnel.desired_by_token = actor.token
 
 
-def create_tunnel(owner, data: Any, actor: Actor = SYSTEM, *, start: bool | None = None) -> Tunnel:
-    """Validate and create one tunnel. A new non-interactive tunnel is meant to run."""
+def create_tunnel(
+    owner, data: Any, actor: Actor = SYSTEM, *, start: bool | None = None, required: tuple[str, ...] = REQUIRED
+) -> Tunnel:
+    """Validate and create one tunnel. A new non-interactive tunnel is meant to run.
+
+    ``required`` names the fields that must be sent (``validation.REQUIRED_WITH_NAME`` for
+    the original's ``POST /config/new``); a missing one is a 400 and nothing is created."""
     try:
-        cleaned = clean_tunnel_data(data)
+        cleaned = clean_tunnel_data(data, required=required)
     except TunnelDataError as exc:
         raise _invalid(exc) from None
     cleaned.update(_key_choice(owner, data))

@@ -199,6 +199,8 @@ CLEANERS = {
     "auto_restart": lambda value: True if value is None else clean_bool(value, "auto_restart"),
 }
 REQUIRED = ("remote_host", "remote_port", "local_port")
+# The original's POST /config/new marks the name required too (other paths default it to "unnamed").
+REQUIRED_WITH_NAME = ("name", *REQUIRED)
 CONFIG_FIELDS = tuple(CLEANERS)
 HASH_FIELDS = ("name", "remote_host", "remote_port", "local_port", "direction", "interactive")
 
@@ -207,17 +209,18 @@ def missing_fields(data: dict, required: tuple[str, ...] = REQUIRED) -> list[str
     return [field for field in required if data.get(field) in (None, "")]
 
 
-def clean_tunnel_data(data: Any, *, partial: bool = False) -> dict[str, Any]:
+def clean_tunnel_data(data: Any, *, partial: bool = False, required: tuple[str, ...] = REQUIRED) -> dict[str, Any]:
     """Validate a tunnel's configuration; returns cleaned values for known fields.
 
     Raises ``TunnelDataError`` with every problem at once. With ``partial``,
-    only the fields present are cleaned (PATCH).
+    only the fields present are cleaned (PATCH). ``required`` fields must be
+    present and non-empty (the others get defaults).
     """
     if not isinstance(data, dict):
         raise TunnelDataError({"non_field_errors": ["expected a JSON object with tunnel fields"]})
     errors: dict[str, list[str]] = {}
     if not partial:
-        missing = missing_fields(data)
+        missing = missing_fields(data, required)
         if missing:
             raise TunnelDataError({f: ["this field is required"] for f in missing}, missing=missing)
     cleaned: dict[str, Any] = {}

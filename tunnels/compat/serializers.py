@@ -93,6 +93,10 @@ class TunnelInputSerializer(serializers.Serializer):
     )
 
 
+class NewTunnelInputSerializer(TunnelInputSerializer):
+    name = serializers.CharField(help_text="Required by `POST /config/new`.")
+
+
 class EditInputSerializer(TunnelInputSerializer):
     hash = serializers.CharField(required=False, help_text="Hash (or 8+ character prefix) to update; omit to add.")
 

@@ -22,6 +22,7 @@ from tunnels.compat.base import BadBody, CompatView, plain
 from tunnels.compat.logs import file_entry, tail_lines
 from tunnels.models import Tunnel
 from tunnels.ssh import redact_for
+from tunnels.validation import REQUIRED_WITH_NAME
 
 LOG_LINES_DEFAULT = 100
 LOG_LINES_MAX = 10_000
@@ -360,13 +361,14 @@ class ConfigNewView(CompatView):
         "compat_config_new",
         "Add a tunnel",
         "Adds a tunnel and answers it with its hash; a non-interactive tunnel starts by itself. "
-        "The configuration is backed up first.",
+        "`name` is required here (as in the original); the configuration is backed up first.",
         {201: s.CompatTunnelSerializer, 400: BAD_BODY, 409: _error("The same configuration exists.")},
-        request=s.TunnelInputSerializer,
+        request=s.NewTunnelInputSerializer,
         examples=ex.CONFIG_NEW,
     )
     def post(self, request) -> Response:
-        tunnel = services.create_tunnel(request.user, self.json_body(), self.actor())
+        body = self.json_body()
+        tunnel = services.create_tunnel(request.user, body, self.actor(), required=REQUIRED_WITH_NAME)
         return Response(s.config_item(tunnel), status=201)
 
 
