@@ -9,6 +9,9 @@
    also refuses every Authorization header the classes before it did not claim.
 4. ``SessionAuthentication``: the browser session (CSRF enforced on unsafe methods).
 
+The autossh-compatible paths use ``COMPAT_AUTHENTICATION`` instead: ``Bearer`` only
+(API token or legacy key), or the browser session.
+
 A credential that is present but wrong is a 401; it never falls through to
 anonymous. Each class records how the request was authenticated on the Django
 request (``auth_info``) for the request history middleware.
@@ -74,6 +77,13 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request) -> str:
         return "Bearer"
+
+
+class BearerTokenAuthentication(ApiTokenAuthentication):
+    """API tokens as ``Bearer`` only: the autossh-compatible paths, whose original knew no other
+    scheme (COMPAT.md). ``Token tsk_…`` there reaches ``LegacyApiKeyAuthentication``, which refuses it."""
+
+    keywords = ("bearer",)
 
 
 class SignatureAuthentication(authentication.BaseAuthentication):
@@ -173,3 +183,8 @@ def matches_legacy_key(raw: str) -> bool:
 
 def legacy_user():
     return get_user_model().objects.filter(username=settings.API_KEY_USER, is_active=True).first()
+
+
+# The compat API (``tunnels.compat``): the original accepted ``Authorization: Bearer`` and nothing
+# else, so ``Token`` and ``Signature`` headers are refused there (by the legacy class's catch-all).
+COMPAT_AUTHENTICATION = [BearerTokenAuthentication, LegacyApiKeyAuthentication, SessionAuthentication]

@@ -23,6 +23,20 @@ class ApiTokenScheme(OpenApiAuthenticationExtension):
         }
 
 
+class BearerTokenScheme(OpenApiAuthenticationExtension):
+    target_class = "accounts.authentication.BearerTokenAuthentication"
+    name = "bearerToken"
+
+    def get_security_definition(self, auto_schema) -> dict:
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "tsk_<lookup>_<secret>",
+            "description": "API token as `Authorization: Bearer tsk_…` (the autossh-compatible paths accept only "
+            "`Bearer`, as the original did).",
+        }
+
+
 class SignatureScheme(OpenApiAuthenticationExtension):
     target_class = "accounts.authentication.SignatureAuthentication"
     name = "httpSignature"

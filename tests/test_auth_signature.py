@@ -173,3 +173,13 @@ def test_real_http_client_against_live_server(live_server, owner):
     response = requests.get(f"{live_server.url}{ME}", auth=auth, headers=headers, timeout=10)
     assert response.status_code == 200
     assert response.json()["username"] == "alice"
+
+
+@pytest.mark.parametrize("path", ["/list", "/api/autossh/status"])
+def test_a_valid_signature_is_the_originals_401_on_compat_paths(path, key):
+    """The compat API accepts ``Bearer`` only, as the original did."""
+    row, secret = key
+    response = send(sign("GET", path, row.id, secret))
+    assert response.status_code == 401
+    assert response.json() == {"error": "Unauthorized", "message": "Valid Bearer token required"}
+    assert response["WWW-Authenticate"] == "Bearer"

@@ -81,6 +81,22 @@ def test_bad_credentials_are_401_with_the_originals_body(header, legacy):
         assert response.json() == UNAUTHORIZED and response["WWW-Authenticate"] == "Bearer"
 
 
+@pytest.mark.parametrize("mount", ["", "/api/autossh"])
+def test_only_bearer_is_accepted_on_compat_paths(mount, owner, owner_client):
+    """The original knew ``Bearer`` only: a valid token under any other scheme is its 401 there."""
+    tunnel = make_tunnel(owner)
+    assert owner_client.get(f"{mount}/list").json()[0]["hash"] == tunnel.hash
+    token_client = APIClient()
+    token_client.credentials(HTTP_AUTHORIZATION=f"Token {owner_client.raw_token}")
+    for method, route in ROUTES:
+        response = getattr(token_client, method)(mount + route.format(h=tunnel.hash))
+        assert response.status_code == 401, (method, route)
+        assert response.json() == UNAUTHORIZED and response["WWW-Authenticate"] == "Bearer"
+    assert Tunnel.objects.filter(pk=tunnel.pk, desired_state=tunnel.desired_state).exists()
+    # The REST API keeps accepting the same token as ``Token`` (JumpServer style).
+    assert token_client.get("/api/v1/tunnels/").json()["entries"][0]["hash"] == tunnel.hash
+
+
 def test_every_legacy_key_acts_as_the_configured_user(legacy, owner):
     mine = make_tunnel(legacy)
     make_tunnel(owner)

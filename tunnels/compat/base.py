@@ -21,6 +21,7 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.authentication import COMPAT_AUTHENTICATION
 from accounts.middleware import COMPAT_ROOTS
 from accounts.visibility import visible_for
 from tunnels import services
@@ -69,6 +70,7 @@ def plain(text: str) -> str:
 class CompatView(APIView):
     """Base of every compat view: exact error bodies of the original, CORS, JSON only."""
 
+    authentication_classes = COMPAT_AUTHENTICATION  # Bearer only (or the session), like the original
     renderer_classes = [JSONRenderer]
     content_negotiation_class = JSONOnly
     # Bodies are read by ``json_body`` whatever the Content-Type (curl -d sends form-encoded).
