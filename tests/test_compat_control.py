@@ -115,9 +115,8 @@ def test_start_all_skips_interactive_and_says_so(mount, owner, other, owner_clie
     assert set(body) == {"status", "output"} and body["status"] == "success"
     assert body["output"].splitlines() == [
         "Starting 1 tunnel(s)",
-        f"start requested: {normal.name} ({normal.hash})",
+        f"{normal.name} ({normal.hash}): queued: no worker is running",
         f"skipped (interactive, needs interactive authentication): {interactive.name} ({interactive.hash})",
-        "queued: no worker is running",
     ]
     states = dict(Tunnel.objects.values_list("pk", "desired_state"))
     assert states == {normal.pk: Desired.RUNNING, interactive.pk: Desired.STOPPED, theirs.pk: Desired.STOPPED}
@@ -130,10 +129,45 @@ def test_stop_all_stops_only_the_callers_tunnels(mount, owner, other, owner_clie
     live_worker()
     body = owner_client.post(f"{mount}/stop").json()
     assert body["status"] == "success"
-    lines = body["output"].splitlines()
-    assert lines[0] == "Stopping 2 tunnel(s)" and lines[-1].startswith("queued: the worker applies it")
+    # Never started, so already stopped: the truthful outcome at once, whatever `wait` says.
+    assert body["output"].splitlines() == ["Stopping 2 tunnel(s)", *(f"{t.name} ({t.hash}): stopped" for t in mine)]
     assert {t.pk for t in Tunnel.objects.filter(desired_state=Desired.STOPPED)} == {t.pk for t in mine}
     assert Tunnel.objects.get(pk=theirs.pk).desired_state == Desired.RUNNING
+
+
+def test_start_all_with_live_worker_and_wait_0_says_not_confirmed(owner, owner_client):
+    live_worker()
+    tunnel = stopped_tunnel(owner)
+    lines = owner_client.post("/start?wait=0").json()["output"].splitlines()
+    assert lines == [
+        "Starting 1 tunnel(s)",
+        f"{tunnel.name} ({tunnel.hash}): queued: starting, worker has not confirmed yet (status stopped)",
+    ]
+
+
+def test_start_all_reports_each_tunnels_outcome(owner, owner_client):
+    live_worker()
+    running, failed = stopped_tunnel(owner), stopped_tunnel(owner)
+    Tunnel.objects.filter(pk=running.pk).update(status=Status.RUNNING, pid=4242, running_generation=running.generation)
+    Tunnel.objects.filter(pk=failed.pk).update(
+        status=Status.FAILED, status_changed_at=timezone.now() + timedelta(hours=1), last_error="connection refused"
+    )
+    lines = owner_client.post("/start?wait=1").json()["output"].splitlines()
+    assert lines == [
+        "Starting 2 tunnel(s)",
+        f"{running.name} ({running.hash}): started, pid 4242",
+        f"{failed.name} ({failed.hash}): failed: connection refused",
+    ]
+
+
+@pytest.mark.parametrize("path", ["/start", "/stop"])
+@pytest.mark.parametrize("wait", ["abc", "-1", "99999"])
+def test_bad_wait_on_start_all_and_stop_all_is_400_and_changes_nothing(path, wait, owner, owner_client):
+    stopped, running = stopped_tunnel(owner), make_tunnel(owner)
+    response = owner_client.post(f"{path}?wait={wait}")
+    assert response.status_code == 400 and response.json()["error"].startswith("wait:")
+    states = dict(Tunnel.objects.values_list("pk", "desired_state"))
+    assert states == {stopped.pk: Desired.STOPPED, running.pk: Desired.RUNNING}
 
 
 def test_start_all_with_no_tunnels(owner_client):

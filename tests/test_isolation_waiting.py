@@ -133,6 +133,28 @@ def test_a_request_that_times_out_gives_its_slot_back(live_server, owner, auth, 
     assert waiter.result().status_code == 200
 
 
+def test_start_all_waits_in_one_slot_for_every_tunnel(live_server, owner, auth, one_slot):
+    first, second = make(owner, 23468), make(owner, 23469)
+    waiter = Background("POST", f"{live_server.url}/start?wait=30", auth)
+    eventually(lambda: waiting.SLOTS.in_use == 1)
+    # While it waits, a second start-all finds no free slot and answers at once.
+    busy = http("POST", f"{live_server.url}/api/autossh/start?wait=30", auth)
+    assert busy.status_code == 200
+    assert "queued: starting, worker has not confirmed yet" in busy.json()["output"]
+    act_as_worker(first)
+    time.sleep(0.3)
+    assert waiter.thread.is_alive()  # still waiting for the second tunnel
+    act_as_worker(second)
+    answer = waiter.result()
+    assert answer.status_code == 200
+    assert answer.json()["output"].splitlines() == [
+        "Starting 2 tunnel(s)",
+        f"{first.name} ({first.hash}): started, pid 4242",
+        f"{second.name} ({second.hash}): started, pid 4242",
+    ]
+    assert waiting.SLOTS.in_use == 0
+
+
 def test_a_slot_is_released_when_the_wait_raises(settings):
     settings.MAX_WAITING = 1
     with pytest.raises(RuntimeError), waiting.SLOTS.slot() as held:

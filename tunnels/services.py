@@ -522,33 +522,69 @@ def wait_for_outcome(tunnel: Tunnel, want_running: bool, timeout: float) -> Outc
     """Wait up to ``timeout`` seconds for the worker to act; say truthfully what happened.
 
     Only ``settings.MAX_WAITING`` requests of this process wait at once (``tunnels.waiting``);
-    beyond that the answer is given at once, exactly as with ``timeout=0``."""
+    beyond that the answer is given at once, exactly as with ``timeout=0``. ``tunnel`` is
+    re-read from the database (callers show it afterwards)."""
+    return _wait([tunnel], want_running, timeout, whole_row=True)[0]
+
+
+def wait_for_outcomes(tunnels: list[Tunnel], want_running: bool, timeout: float) -> list[Outcome]:
+    """``wait_for_outcome`` for several tunnels (start all, stop all): one waiting slot for the
+    request and one query per poll for all of them, however many there are."""
+    return _wait(tunnels, want_running, timeout, whole_row=False) if tunnels else []
+
+
+def _wait(tunnels: list[Tunnel], want_running: bool, timeout: float, *, whole_row: bool) -> list[Outcome]:
     if timeout <= 0:
-        return _poll(tunnel, want_running, 0.0)
+        return _poll(tunnels, want_running, 0.0, whole_row)
     with waiting.SLOTS.slot() as held:
-        return replace(_poll(tunnel, want_running, timeout if held else 0.0), waited=held)
+        outcomes = _poll(tunnels, want_running, timeout if held else 0.0, whole_row)
+        return [replace(outcome, waited=held) for outcome in outcomes]
 
 
-WAIT_POLL = 0.05  # seconds between reads of the tunnel row while waiting
+WAIT_POLL = 0.05  # seconds between reads of the tunnel rows while waiting
 WORKER_CHECK = 1.0  # seconds between checks that some worker is alive
+# What ``_outcome`` reads: the columns a bulk wait re-reads for every poll.
+OUTCOME_FIELDS = ("status", "status_changed_at", "desired_changed_at", "generation", "running_generation", "pid")
 
 
-def _poll(tunnel: Tunnel, want_running: bool, timeout: float) -> Outcome:
-    # Cost per waiting request: one primary-key read per WAIT_POLL plus one indexed
+def _refresh(tunnels: list[Tunnel], whole_row: bool) -> None:
+    if whole_row:
+        for tunnel in tunnels:
+            tunnel.refresh_from_db()
+        return
+    rows = Tunnel.objects.filter(pk__in=[t.pk for t in tunnels]).values("pk", "last_error", *OUTCOME_FIELDS)
+    fresh = {row.pop("pk"): row for row in rows}
+    for tunnel in tunnels:
+        # A tunnel deleted meanwhile keeps its last values (and ends up "queued").
+        for field, value in fresh.get(tunnel.pk, {}).items():
+            setattr(tunnel, field, value)
+
+
+def _poll(tunnels: list[Tunnel], want_running: bool, timeout: float, whole_row: bool) -> list[Outcome]:
+    # Cost per waiting request: one read of the pending rows per WAIT_POLL plus one indexed
     # worker-lease query per WORKER_CHECK, for at most WAIT_MAX seconds.
     deadline = time.monotonic() + timeout
     next_worker_check = 0.0
+    outcomes: dict[int, Outcome] = {}
     while True:
-        tunnel.refresh_from_db()
-        outcome = _outcome(tunnel, want_running)
-        if outcome:
-            return outcome
+        pending = [t for t in tunnels if t.pk not in outcomes]
+        _refresh(pending, whole_row)
+        for tunnel in pending:
+            outcome = _outcome(tunnel, want_running)
+            if outcome:
+                outcomes[tunnel.pk] = outcome
+        if len(outcomes) == len(tunnels):
+            return [outcomes[t.pk] for t in tunnels]
         now = time.monotonic()
         if now >= next_worker_check:
             if not live_workers().exists():
-                return Outcome("queued", "queued: no worker is running")
+                return [outcomes.get(t.pk) or Outcome("queued", "queued: no worker is running") for t in tunnels]
             next_worker_check = now + WORKER_CHECK
         if now >= deadline:
             verb = "starting" if want_running else "stopping"
-            return Outcome("queued", f"queued: {verb}, worker has not confirmed yet (status {tunnel.status})")
+            return [
+                outcomes.get(t.pk)
+                or Outcome("queued", f"queued: {verb}, worker has not confirmed yet (status {t.status})")
+                for t in tunnels
+            ]
         time.sleep(WAIT_POLL)

@@ -81,6 +81,20 @@ STOP = response(
     {"status": "success", "tunnel_hash": DONE_HUB, "output": f"Stopping tunnel: done-hub ({DONE_HUB})\nstopped"},
 )
 
+START_ALL = response(
+    "two started, one skipped",
+    {
+        "status": "success",
+        "output": f"Starting 2 tunnel(s)\ndone-hub ({DONE_HUB}): started, pid 4242\n"
+        f"my-tunnel ({MY_TUNNEL}): failed: connection refused\n"
+        f"skipped (interactive, needs interactive authentication): another-tunnel ({ANOTHER_TUNNEL})",
+    },
+)
+STOP_ALL = response(
+    "stopped",
+    {"status": "success", "output": f"Stopping 1 tunnel(s)\ndone-hub ({DONE_HUB}): stopped"},
+)
+
 # --- configuration ------------------------------------------------------
 
 MY_NEW = _tunnel("my-new-tunnel", "user@server.example.com", "8080", "18080")

@@ -87,12 +87,6 @@ def _label(tunnel: Tunnel) -> str:
     return f"{tunnel.name} ({tunnel.hash})"
 
 
-def _queue_note() -> str:
-    if not services.live_workers().exists():
-        return "queued: no worker is running"
-    return "queued: the worker applies it within a second (GET /status shows progress)"
-
-
 # --- list and status ----------------------------------------------------
 
 LIST_COLUMNS = ("name", "local_port", "remote_host", "remote_port", "hash")
@@ -132,40 +126,50 @@ class OperateView(CompatView):
     required_scopes = {"POST": SCOPE_OPERATE}
 
 
+ALL_RESPONSES = {400: _error("`wait` is not a number of seconds from 0 to 3600; nothing changes.")}
+
+
+def _outcome_lines(tunnels: list[Tunnel], want_running: bool, wait: float) -> list[str]:
+    outcomes = services.wait_for_outcomes(tunnels, want_running, wait)
+    return [f"{_label(t)}: {outcome.text}" for t, outcome in zip(tunnels, outcomes, strict=True)]
+
+
 class StartAllView(OperateView):
     @compat_schema(
         "compat_start_all",
-        "Start every non-interactive tunnel",
-        "Asks the worker to start the caller's tunnels and answers at once; interactive tunnels are skipped "
-        "(`output` names them).",
-        {200: s.OutputSerializer},
+        "Start every non-interactive tunnel and wait for the worker",
+        "Starts the caller's tunnels and waits up to `wait` seconds for the worker, like `/start/{hash}`. "
+        "`output` has one line per tunnel with what happened (`started, pid …`, `failed: …`, or `queued: …` "
+        "when not confirmed in time); interactive tunnels are skipped and named.",
+        {200: s.OutputSerializer, **ALL_RESPONSES},
         request=None,
+        parameters=[WAIT_PARAM],
+        examples=[ex.START_ALL],
     )
     def post(self, request) -> Response:
+        wait = wait_seconds(request)  # a bad value is a 400 before anything changes
         started, skipped = services.start_all(self.tunnels(), self.actor())
-        lines = [f"Starting {len(started)} tunnel(s)"]
-        lines += [f"start requested: {_label(t)}" for t in started]
+        lines = [f"Starting {len(started)} tunnel(s)", *_outcome_lines(started, True, wait)]
         lines += [f"skipped (interactive, needs interactive authentication): {_label(t)}" for t in skipped]
-        if started:
-            lines.append(_queue_note())
         return Response({"status": "success", "output": plain("\n".join(lines))})
 
 
 class StopAllView(OperateView):
     @compat_schema(
         "compat_stop_all",
-        "Stop every tunnel",
-        "Asks the worker to stop the caller's tunnels and answers at once. A stopped tunnel stays stopped until "
-        "it is started again.",
-        {200: s.OutputSerializer},
+        "Stop every tunnel and wait for the worker",
+        "Stops the caller's tunnels and waits up to `wait` seconds for the worker, like `/stop/{hash}`. "
+        "`output` has one line per tunnel (`stopped`, or `queued: …` when not confirmed in time). A stopped "
+        "tunnel stays stopped until it is started again.",
+        {200: s.OutputSerializer, **ALL_RESPONSES},
         request=None,
+        parameters=[WAIT_PARAM],
+        examples=[ex.STOP_ALL],
     )
     def post(self, request) -> Response:
+        wait = wait_seconds(request)
         stopped = services.stop_all(self.tunnels(), self.actor())
-        lines = [f"Stopping {len(stopped)} tunnel(s)"]
-        lines += [f"stop requested: {_label(t)}" for t in stopped]
-        if stopped:
-            lines.append(_queue_note())
+        lines = [f"Stopping {len(stopped)} tunnel(s)", *_outcome_lines(stopped, False, wait)]
         return Response({"status": "success", "output": plain("\n".join(lines))})
 
 
