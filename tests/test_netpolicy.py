@@ -201,7 +201,7 @@ def test_changing_the_destination_to_this_host_is_403(owner, owner_client):
 def test_the_compat_api_refuses_the_same(owner, owner_client):
     response = owner_client.post(
         "/api/autossh/config/new",
-        {"remote_host": "me@2130706433", "remote_port": "80", "local_port": "25001", "ssh_port": 5432},
+        {"name": "db", "remote_host": "me@2130706433", "remote_port": "80", "local_port": "25001", "ssh_port": 5432},
         format="json",
     )
     assert response.status_code == 403
@@ -214,3 +214,17 @@ def test_a_destination_verdict_reads_ipv4_mapped_addresses_as_ipv4(owner):
     assert destination_verdict(owner, ipaddress.ip_address("::ffff:127.0.0.1"), 22)
     owner.ssh_destinations = "127.0.0.1"
     assert destination_verdict(owner, ipaddress.ip_address("::ffff:127.0.0.1"), 22) is None
+
+
+def test_replace_all_checks_a_kept_tunnel_with_the_ssh_port_it_keeps(owner, owner_client, settings):
+    """The original's panel sends six fields: the kept tunnel's ssh_port (allowed) is what is checked."""
+    settings.SSH_DESTINATIONS_ALLOW = ["127.0.0.1:2222"]
+    tunnel = make_tunnel(owner, remote_host="me@127.0.0.1", ssh_port=2222)
+    six = {k: v for k, v in tunnel.compat_dict().items() if k != "hash"}
+    response = owner_client.post("/config", {"tunnels": [six]}, format="json")
+    assert response.status_code == 200, response.content
+    assert Tunnel.objects.get().ssh_port == 2222
+    # Sending the default port itself is checked as sent, and refused.
+    refused = owner_client.post("/config", {"tunnels": [{**six, "ssh_port": None}]}, format="json")
+    assert refused.status_code == 403
+    assert Tunnel.objects.get().ssh_port == 2222

@@ -316,9 +316,13 @@ def replace_all(owner, items: Any, actor: Actor = SYSTEM, *, reason: str = "befo
     state and running process; the rest are deleted or created.
     """
     cleaned_all = _clean_all(owner, items)
-    for cleaned in cleaned_all:
-        check_quota(owner, cleaned)
-        netpolicy.check_tunnel(owner, cleaned)
+    current = {t.hash: t for t in Tunnel.objects.owned_by(owner)}
+    for item, cleaned in zip(items, cleaned_all, strict=True):
+        # A kept tunnel is checked with the settings it will keep, not the defaults of unsent ones.
+        kept = current.get(Tunnel(**{k: cleaned[k] for k in HASH_FIELDS}).compute_hash())
+        values = cleaned if kept is None else {**_current_extras(kept, cleaned), **_sent_extras(item, cleaned)}
+        check_quota(owner, {**cleaned, **values})
+        netpolicy.check_tunnel(owner, {**cleaned, **values})
     check_count(owner, len(cleaned_all))
     with transaction.atomic():
         _lock_owner(owner)
@@ -354,6 +358,10 @@ def _sent_extras(item: dict[str, Any], cleaned: dict[str, Any]) -> dict[str, Any
         for field, value in cleaned.items()
         if field not in HASH_FIELDS and body_name.get(field, field) in item
     }
+
+
+def _current_extras(tunnel: Tunnel, cleaned: dict[str, Any]) -> dict[str, Any]:
+    return {field: getattr(tunnel, field) for field in cleaned if field not in HASH_FIELDS}
 
 
 def _apply_extras(tunnel: Tunnel, extras_sent: dict[str, Any]) -> Tunnel:
