@@ -12,6 +12,14 @@ class UserAdmin(DjangoUserAdmin):
     fieldsets = (
         *DjangoUserAdmin.fieldsets,
         ("Quotas", {"fields": ("max_tunnels", "local_port_min", "local_port_max", "allow_nonloopback_bind")}),
+        (
+            "Network grants",
+            {
+                "description": "What this user's tunnels may connect to beyond the server-wide policy "
+                "(README: Security model). One rule per line; # starts a comment. Staff need none.",
+                "fields": ("allow_nonloopback_target", "allowed_targets", "ssh_destinations"),
+            },
+        ),
     )
 
 

@@ -6,9 +6,11 @@ import uuid
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
+from tunnelsite.netrules import RuleErrors, parse_rules
 from tunnelsite.owned import OwnedQuerySet
 
 SCOPE_READ = "read"
@@ -17,6 +19,18 @@ SCOPE_WRITE = "write"
 SCOPE_ADMIN = "admin"
 ALL_SCOPES = (SCOPE_READ, SCOPE_OPERATE, SCOPE_WRITE, SCOPE_ADMIN)
 DEFAULT_SCOPES = [SCOPE_READ, SCOPE_OPERATE, SCOPE_WRITE]
+# The network grants written as rule lines (tunnelsite.netrules), and whether each rule needs a port:
+# an -R target is one service; an SSH destination rule may cover every port of a network.
+GRANT_RULES = {"allowed_targets": True, "ssh_destinations": False}
+
+
+def grant_problems(field: str, text: str) -> list[str]:
+    """Every bad line of a grant field's rules ("line N: why"), or [] when all are readable."""
+    try:
+        parse_rules(text or "", port_required=GRANT_RULES[field])
+    except RuleErrors as exc:
+        return exc.problems
+    return []
 
 
 class User(AbstractUser):
@@ -58,6 +72,13 @@ class User(AbstractUser):
                 name="user_port_range_valid",
             )
         ]
+
+    def clean(self) -> None:
+        """The admin's form runs this: a grant is saved only when every rule line reads."""
+        super().clean()
+        errors = {field: problems for field in GRANT_RULES if (problems := grant_problems(field, getattr(self, field)))}
+        if errors:
+            raise ValidationError(errors)
 
     @property
     def port_range(self) -> tuple[int, int]:

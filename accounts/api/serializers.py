@@ -8,7 +8,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from accounts.models import ALL_SCOPES, SCOPE_ADMIN, AccessKey, ApiRequest, ApiToken
+from accounts.models import ALL_SCOPES, SCOPE_ADMIN, AccessKey, ApiRequest, ApiToken, grant_problems
 
 User = get_user_model()
 
@@ -103,6 +103,27 @@ class QuotasSerializer(serializers.Serializer):
     allow_nonloopback_bind = serializers.BooleanField()
 
 
+def _valid_rules(field: str, value: str) -> str:
+    problems = grant_problems(field, value)
+    if problems:
+        raise serializers.ValidationError(problems)
+    return value
+
+
+class NetworkGrantsSerializer(serializers.Serializer):
+    allow_nonloopback_target = serializers.BooleanField(
+        help_text="-R tunnels may connect to public addresses beyond this host (true for staff)."
+    )
+    allowed_targets = serializers.ListField(
+        child=serializers.CharField(), help_text="-R targets on this host or its networks granted to you."
+    )
+    ssh_destinations = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="SSH servers you may reach although the server-wide policy denies them.",
+    )
+    policy_exempt = serializers.BooleanField(help_text="Staff: no target or destination policy applies.")
+
+
 class UserSerializer(serializers.ModelSerializer):
     """Staff view of a user and their quotas (the users API)."""
 
@@ -126,6 +147,9 @@ class UserSerializer(serializers.ModelSerializer):
             "local_port_min",
             "local_port_max",
             "allow_nonloopback_bind",
+            "allow_nonloopback_target",
+            "allowed_targets",
+            "ssh_destinations",
             "tunnel_count",
             "date_joined",
             "last_login",
@@ -135,6 +159,12 @@ class UserSerializer(serializers.ModelSerializer):
     def validate_password(self, value: str) -> str:
         validate_password(value, self.instance)
         return value
+
+    def validate_allowed_targets(self, value: str) -> str:
+        return _valid_rules("allowed_targets", value)
+
+    def validate_ssh_destinations(self, value: str) -> str:
+        return _valid_rules("ssh_destinations", value)
 
     def validate(self, attrs: dict) -> dict:
         low = attrs.get("local_port_min", getattr(self.instance, "local_port_min", None))
@@ -174,6 +204,7 @@ class MeSerializer(serializers.ModelSerializer):
 
     email = OptionalEmailField(read_only=True)
     quotas = serializers.SerializerMethodField()
+    network = serializers.SerializerMethodField()
     usage = serializers.SerializerMethodField()
     auth_method = serializers.SerializerMethodField()
     scopes = serializers.SerializerMethodField()
@@ -187,6 +218,7 @@ class MeSerializer(serializers.ModelSerializer):
             "last_name",
             "is_staff",
             "quotas",
+            "network",
             "usage",
             "auth_method",
             "scopes",
@@ -200,6 +232,16 @@ class MeSerializer(serializers.ModelSerializer):
             "local_port_min": user.port_range[0],
             "local_port_max": user.port_range[1],
             "allow_nonloopback_bind": user.is_staff or user.allow_nonloopback_bind,
+        }
+
+    @extend_schema_field(NetworkGrantsSerializer)
+    def get_network(self, user) -> dict:
+        """The user's own grants, read-only (staff change them in the users API or the admin)."""
+        return {
+            "allow_nonloopback_target": user.is_staff or user.allow_nonloopback_target,
+            "allowed_targets": _rule_lines(user.allowed_targets),
+            "ssh_destinations": _rule_lines(user.ssh_destinations),
+            "policy_exempt": user.is_staff,
         }
 
     @extend_schema_field(UsageSerializer)
@@ -216,6 +258,10 @@ class MeSerializer(serializers.ModelSerializer):
         from accounts.permissions import granted_scopes
 
         return sorted(granted_scopes(self.context["request"]))
+
+
+def _rule_lines(text: str) -> list[str]:
+    return [line.strip() for line in (text or "").splitlines() if line.partition("#")[0].strip()]
 
 
 class ApiRequestSerializer(serializers.ModelSerializer):
