@@ -86,18 +86,6 @@ def test_new_session_means_new_process_group(data_dir):
         processes.stop_group(proc.pid, [(proc.pid, None)], proc)
 
 
-def test_logs_rotate_by_copy_and_truncate(data_dir, settings):
-    settings.LOG_MAX_BYTES = 4096
-    log = data_dir / "logs" / "tunnel-y.log"
-    log.parent.mkdir()
-    log.write_bytes(b"x" * 5000)
-
-    processes.rotate_log(log)
-
-    assert log.stat().st_size == 0
-    assert log.with_name("tunnel-y.log.1").stat().st_size == 5000
-
-
 def test_read_log_restarts_after_truncation(data_dir):
     log = data_dir / "t.log"
     log.write_text("first line\n")

@@ -190,7 +190,9 @@ def test_environment_marks_the_process_and_carries_no_secrets(owner, settings, m
     assert env["TUNNELSITE_TUNNEL"] == str(tunnel.uuid)
     assert env["TUNNELSITE_DATA_DIR"] == str(settings.DATA_DIR)
     assert env["TUNNELSITE_TUNNEL_NODE"] == "n1"
-    assert env["AUTOSSH_GATETIME"] == "0" and env["AUTOSSH_POLL"] == str(settings.AUTOSSH_POLL)
+    assert env["AUTOSSH_POLL"] == str(settings.AUTOSSH_POLL)
+    # An ssh that fails while connecting ends autossh: the worker counts every try (no hidden retries).
+    assert env["AUTOSSH_GATETIME"] == str(settings.SSH_CONNECT_TIMEOUT + 5)
     assert env["AUTOSSH_MAXSTART"] == "1"  # no restarts by autossh either when auto_restart is off
     assert "DATABASE_URL" not in env and "SECRET_KEY" not in env
 

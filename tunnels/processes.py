@@ -12,7 +12,6 @@ import contextlib
 import ctypes
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -23,6 +22,7 @@ import psutil
 from django.conf import settings
 from django.utils import timezone
 
+from tunnels import logfiles
 from tunnels.ssh import DATA_DIR_ENV, GENERATION_ENV, MARKER_ENV, NODE_ENV
 
 logger = logging.getLogger("tunnelsite.worker")
@@ -134,22 +134,6 @@ def _pgid(pid: int) -> int:
 # --- starting ------------------------------------------------------------
 
 
-def rotate_log(path: Path) -> None:
-    """Keep a log under LOG_MAX_BYTES: copy it to ``.1`` and truncate in place.
-
-    Copy-and-truncate (not rename) because a running autossh keeps the file
-    open; it writes with O_APPEND, so it simply continues at the new end.
-    """
-    try:
-        if path.stat().st_size <= settings.LOG_MAX_BYTES:
-            return
-    except FileNotFoundError:
-        return
-    shutil.copyfile(path, path.with_name(path.name + ".1"))
-    with open(path, "r+b") as handle:
-        handle.truncate(0)
-
-
 def start(
     argv: list[str], env: dict[str, str], log_path: Path, display: str | None = None
 ) -> tuple[subprocess.Popen, int]:
@@ -158,7 +142,7 @@ def start(
     The log (which its owner reads) shows ``display``: the command line with placeholders for paths.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    rotate_log(log_path)
+    logfiles.rotate(log_path)
     shown = display if display is not None else " ".join(argv)
     with open(log_path, "ab") as log:
         log.write(f"=== {timezone.now():%Y-%m-%d %H:%M:%S%z} starting: {shown}\n".encode())

@@ -27,11 +27,11 @@ from django.conf import settings
 from django.db.models import F, Q
 from django.utils import timezone
 
-from tunnels import hostkeys, netpolicy, processes, services
+from tunnels import hostkeys, logfiles, netpolicy, processes, retries, services
 from tunnels.agent import Agent, AgentError, KeyUnusable
 from tunnels.models import Desired, ExitReason, SshKey, Status, Tunnel, TunnelSession, WorkerNode
 from tunnels.preflight_runner import PreflightRunner
-from tunnels.ssh import NO_KEY_ERROR, NoKey, command_for, redact
+from tunnels.ssh import NO_KEY_ERROR, NoKey, autossh_gate_seconds, command_for, redact
 from tunnels.validation import split_local
 
 logger = logging.getLogger("tunnelsite.worker")
@@ -237,6 +237,7 @@ class Reconciler:
         self._forget_unhandled(handled, found, live)
         if sync_keys:
             self._sync_agent(tunnels)
+            self._bound_logs(tunnels)
 
     # --- claiming -----------------------------------------------------------
 
@@ -305,6 +306,8 @@ class Reconciler:
             wake = time.monotonic() + wait
             self._wake_at = wake if self._wake_at is None else min(self._wake_at, wake)
             return
+        if retries.held(tunnel):
+            return  # a port clash gave up: only a start request or a new configuration retries
         self.start(tunnel, restart=tunnel.consecutive_failures > 0)
 
     def _settle_stopped(self, tunnel: Tunnel) -> None:
@@ -363,6 +366,8 @@ class Reconciler:
         )
         if restart:
             values["restart_count"] = F("restart_count") + 1
+        if tunnel.running_generation != tunnel.generation:
+            values["consecutive_failures"] = 0  # a new configuration: failures (and port clashes) count afresh
         if not self._update(tunnel, **values):
             self.stop(tunnel, tracked, ExitReason.HANDED_OVER, "another node claimed the tunnel", record=False)
             return None
@@ -429,7 +434,7 @@ class Reconciler:
             hostkeys.seen(tunnel)  # keep the key ssh trusted on first use
             logger.info("tunnel %s (%s) is running, pid %s", tunnel.name, tunnel.uuid, tracked.pid)
             return
-        limit = settings.SSH_CONNECT_TIMEOUT + 5
+        limit = autossh_gate_seconds()
         if time.monotonic() - tracked.started > limit:
             self.fail(tunnel, tracked, f"the tunnel did not come up within {limit} seconds (see its log)", False)
 
@@ -454,6 +459,18 @@ class Reconciler:
             exit_reason = ExitReason.CRASHED if tracked.healthy else ExitReason.FAILED
             self.stop(tunnel, tracked, exit_reason, reason, settle=False)
         failures = tunnel.consecutive_failures + 1
+        if retries.gives_up(reason, failures):
+            self._update(
+                tunnel,
+                status=Status.FAILED,
+                last_error=retries.held_reason(reason, failures),
+                consecutive_failures=failures,
+                backoff_until=None,  # no retry: see tunnels.retries
+                pid=None,
+                process_create_time=None,
+            )
+            logger.info("tunnel %s (%s) failed, not retried: %s", tunnel.name, tunnel.uuid, reason)
+            return
         delay = min(settings.WORKER_BACKOFF_MAX, settings.WORKER_BACKOFF_BASE * 2 ** min(failures - 1, 20))
         status = Status.FAILED if needs_user or failures >= 3 else Status.BACKOFF
         self._update(
@@ -559,6 +576,26 @@ class Reconciler:
             self.agent.sync(needed.values())
         except (AgentError, OSError, subprocess.SubprocessError):
             logger.exception("could not synchronise the ssh-agent")
+
+    # --- logs (tunnels.logfiles) ------------------------------------------------
+
+    def _bound_logs(self, tunnels: list[Tunnel]) -> None:
+        """At the resync (not every pass): rotate the logs this node's processes write and hold
+        their owners to the per-user cap. A log overshoots LOG_MAX_BYTES by at most one interval's output."""
+        running = {t.log_path: self.tracked[str(t.uuid)] for t in tunnels if str(t.uuid) in self.tracked}
+        if not running:
+            return
+        owners = {t.owner_id for t in tunnels if t.log_path in running}
+        by_owner: dict[int, list] = {}
+        for owner_id, uuid in Tunnel.objects.filter(owner_id__in=owners).values_list("owner_id", "uuid"):
+            by_owner.setdefault(owner_id, []).append(logfiles.path_for(uuid))
+        try:
+            emptied = logfiles.bound(running, by_owner)
+        except OSError:
+            logger.exception("could not rotate the tunnel logs")
+            return
+        for path in emptied & running.keys():
+            running[path].offset = 0  # read what the process writes from now on
 
     # --- host keys (tunnels.hostkeys) -----------------------------------------
 

@@ -407,8 +407,10 @@ def _set_desired(tunnels: Iterable[Tunnel], state: str, actor: Actor) -> int:
         "desired_by_token": actor.token,
     }
     if state == Desired.RUNNING:
-        # An explicit start retries at once, whatever back-off the worker chose.
+        # An explicit start retries at once, whatever back-off the worker chose, and counts
+        # failures afresh (a held port clash, tunnels.retries, is tried again).
         values["backoff_until"] = None
+        values["consecutive_failures"] = 0
     with transaction.atomic():
         count = Tunnel.objects.filter(pk__in=ids).update(**values)
         bump_marker()

@@ -181,13 +181,20 @@ def pinned_options(tunnel: Tunnel, address: str) -> list[str]:
     return ["-o", f"HostName={pinned}", "-o", f"HostKeyAlias={alias}"]
 
 
+def autossh_gate_seconds() -> int:
+    """The worker's own limit for a start (connect timeout plus time to authenticate and forward)."""
+    return settings.SSH_CONNECT_TIMEOUT + 5
+
+
 def _environment(tunnel: Tunnel, identity: Identity, node: str) -> dict[str, str]:
     env = {key: os.environ[key] for key in _INHERITED_ENV if key in os.environ}
     env.update(
         {
-            # autossh restarts ssh even when its first run fails; the worker
-            # decides when to give up and back off.
-            "AUTOSSH_GATETIME": "0",
+            # An ssh that exits before it could have connected ends autossh too, so each start by
+            # the worker is one try: the worker counts failures, backs off and gives up (a port
+            # clash must not be retried by autossh behind its back). An ssh killed by a signal,
+            # or one that dies after the gate, is still restarted by autossh itself.
+            "AUTOSSH_GATETIME": str(autossh_gate_seconds()),
             "AUTOSSH_POLL": str(settings.AUTOSSH_POLL),
             MARKER_ENV: str(tunnel.uuid),
             DATA_DIR_ENV: str(settings.DATA_DIR),

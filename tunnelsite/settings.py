@@ -237,6 +237,15 @@ LOG_MAX_BYTES = env_int("TUNNELSITE_LOG_MAX_BYTES", 1024 * 1024, minimum=4096)
 ALLOWED_TARGETS = env_rules("TUNNELSITE_ALLOWED_TARGETS", port_required=True)
 SSH_DESTINATIONS_ALLOW = env_rules("TUNNELSITE_SSH_DESTINATIONS_ALLOW", port_required=False)
 SSH_DESTINATIONS_DENY = env_rules("TUNNELSITE_SSH_DESTINATIONS_DENY", port_required=False)
+# A running tunnel's log is rotated past LOG_MAX_BYTES, keeping LOG_KEEP older copies (tunnels.logfiles);
+# all of one user's logs and copies together stay under USER_LOG_MAX_BYTES (oldest copies go first).
+LOG_KEEP = env_int("TUNNELSITE_LOG_KEEP", 2, minimum=0)
+USER_LOG_MAX_BYTES = env_int("TUNNELSITE_USER_LOG_MAX_BYTES", 32 * 1024 * 1024, minimum=4096)
+# "Address already in use" this many times in a row: the tunnel stays failed until started again or changed.
+PORT_CLASH_TRIES = env_int("TUNNELSITE_PORT_CLASH_TRIES", 3, minimum=1)
+# Config backups: each user keeps the newest BACKUP_KEEP and every backup younger than BACKUP_KEEP_DAYS.
+BACKUP_KEEP = env_int("TUNNELSITE_BACKUP_KEEP", 50, minimum=1)
+BACKUP_KEEP_DAYS = env_int("TUNNELSITE_BACKUP_KEEP_DAYS", 30, minimum=0)
 
 LOGGING = {
     "version": 1,

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import json
-from collections import deque
 from typing import Any
 
 from django.conf import settings
@@ -31,7 +30,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.visibility import OwnedViewSet, OwnerFilter
-from tunnels import services
+from tunnels import logfiles, services
 from tunnels.api import serializers as s
 from tunnels.api.base import WAIT_PARAM, flag, positive_int, wait_seconds
 from tunnels.api.filters import HistoryFilter, StrictOrderingFilter, TunnelFilter
@@ -165,13 +164,6 @@ def request_body(request) -> Any:
     """The request body as the service layer expects it: a JSON object (form posts become one)."""
     data = request.data
     return data.dict() if isinstance(data, QueryDict) else data
-
-
-def tail(path, lines: int) -> str:
-    # The worker caps log files (LOG_MAX_BYTES), so one pass over the file is bounded.
-    with open(path, "rb") as handle:
-        last = deque(handle, maxlen=lines)
-    return b"".join(last).decode("utf-8", errors="replace")
 
 
 TUNNEL_EXAMPLE = {
@@ -375,11 +367,15 @@ class TunnelViewSet(
             OpenApiParameter(
                 "lines", int, description=f"Last lines to return (default {LOG_LINES_DEFAULT}, max {LOG_LINES_MAX})."
             ),
-            OpenApiParameter("download", bool, description="`1`/`true`: the whole file as text/plain."),
+            OpenApiParameter(
+                "download", bool, description="`1`/`true`: the current file as text/plain (its newest `LOG_MAX_BYTES`)."
+            ),
         ],
         responses={
             (200, "application/json"): s.TunnelLogSerializer,
-            (200, "text/plain"): OpenApiResponse(OpenApiTypes.STR, description="With `download=1`: the whole log."),
+            (200, "text/plain"): OpenApiResponse(
+                OpenApiTypes.STR, description="With `download=1`: the current log file (not its rotated copies)."
+            ),
             400: BAD_REQUEST,
             404: error("No such tunnel, or no log written yet."),
             **COMMON_ERRORS,
@@ -393,15 +389,16 @@ class TunnelViewSet(
         if not path.is_file():
             raise NotFound(f"Log file not found for tunnel: {tunnel.uuid}")
         if flag(request, "download"):
-            # Capped at LOG_MAX_BYTES by the worker: read whole, without the server's paths (non-staff).
-            text = redact_for(request.user, path.read_bytes().decode("utf-8", errors="replace"))
+            # The newest LOG_MAX_BYTES (the worker rotates past that), without the server's paths (non-staff).
+            data = logfiles.tail_bytes(path, settings.LOG_MAX_BYTES)
+            text = redact_for(request.user, data.decode("utf-8", errors="replace"))
             return FileResponse(
                 io.BytesIO(text.encode()),
                 as_attachment=True,
                 filename=path.name,
                 content_type="text/plain; charset=utf-8",
             )
-        log = redact_for(request.user, tail(path, lines))
+        log = redact_for(request.user, logfiles.tail_lines(path, lines))
         body = {"id": tunnel.uuid, "hash": tunnel.hash, "lines": log.count("\n"), "size": path.stat().st_size}
         return Response(s.TunnelLogSerializer({**body, "log": log}).data)
 

@@ -2,35 +2,19 @@
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 
 from django.utils import timezone
 
+from tunnels import logfiles
 from tunnelsite.files import human_size
-
-BLOCK = 64 * 1024
 
 
 def tail_lines(path: Path, count: int) -> str:
-    """The last ``count`` lines of ``path``, read backwards in blocks (never the whole file)."""
-    with open(path, "rb") as handle:
-        position = handle.seek(0, os.SEEK_END)
-        chunks: list[bytes] = []
-        newlines = 0
-        # One newline more than lines wanted guarantees the first kept line is whole.
-        while position > 0 and newlines <= count:
-            size = min(BLOCK, position)
-            position -= size
-            handle.seek(position)
-            chunk = handle.read(size)
-            chunks.append(chunk)
-            newlines += chunk.count(b"\n")
-    data = b"".join(reversed(chunks))
-    lines = data.splitlines(keepends=True)[-count:]
+    """The last ``count`` lines of ``path``, read from the end (tunnels.logfiles)."""
     # The original stripped carriage returns (``tr -d '\r'``).
-    return b"".join(lines).decode("utf-8", errors="replace").replace("\r", "")
+    return logfiles.tail_lines(path, count).replace("\r", "")
 
 
 def file_entry(path: Path, hash_value: str) -> dict[str, str] | None:

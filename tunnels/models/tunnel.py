@@ -9,6 +9,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from tunnels import logfiles
 from tunnels.hashing import compat_hash
 from tunnelsite.owned import OwnedQuerySet
 
@@ -141,8 +142,8 @@ class Tunnel(models.Model):
 
     @property
     def log_path(self):
-        """The tunnel's log file. Named by uuid, which (unlike the hash) survives edits."""
-        return settings.DATA_DIR / "logs" / f"tunnel-{self.uuid}.log"
+        """The tunnel's log file (tunnels.logfiles)."""
+        return logfiles.path_for(self.uuid)
 
     @property
     def is_forward_local(self) -> bool:
