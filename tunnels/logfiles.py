@@ -80,6 +80,13 @@ def unlink(path: Path) -> None:
         path.unlink()
 
 
+def remove_all(paths: Iterable[Path]) -> None:
+    """Delete logs with all their rotations (of deleted tunnels)."""
+    for path in paths:
+        for item in path.parent.glob(f"{path.name}*"):
+            unlink(item)
+
+
 @dataclass
 class _File:
     path: Path

@@ -21,7 +21,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from tunnels import netpolicy, waiting
+from tunnels import backups, logfiles, netpolicy, waiting
 from tunnels.models import LOCAL_TO_REMOTE, ChangeMarker, ConfigBackup, Desired, SshKey, Status, Tunnel, WorkerNode
 from tunnels.validation import HASH_FIELDS, REQUIRED, TunnelDataError, clean_tunnel_data, split_local
 from tunnelsite.errors import InvalidInput, QuotaExceeded, ServiceError
@@ -174,7 +174,7 @@ def snapshot(owner, reason: str, actor: Actor = SYSTEM) -> ConfigBackup:
     file_name = f"user-{owner.pk}/tunnels-{now:%Y%m%dT%H%M%S.%fZ}-{backup_id.hex[:8]}.json"
     body = {"owner": owner.username, "created_at": now.isoformat(), "reason": reason, "tunnels": tunnels}
     atomic_write(backups_dir() / file_name, json.dumps(body, indent=2, ensure_ascii=False).encode())
-    return ConfigBackup.objects.create(
+    backup = ConfigBackup.objects.create(
         id=backup_id,
         owner=owner,
         created_at=now,
@@ -183,10 +183,18 @@ def snapshot(owner, reason: str, actor: Actor = SYSTEM) -> ConfigBackup:
         tunnels=tunnels,
         file_name=file_name,
     )
+    backups.prune(owner.pk, limit=backups.PRUNE_BATCH)  # old ones go as new ones come (bounded work)
+    return backup
 
 
 def backups_dir():
-    return settings.DATA_DIR / "backups"
+    return backups.directory()
+
+
+def _drop_logs(uuids: list) -> None:
+    """Once the deletion commits, the deleted tunnels' logs go too (they would count for nobody's cap)."""
+    paths = [logfiles.path_for(u) for u in uuids]
+    transaction.on_commit(lambda: logfiles.remove_all(paths))
 
 
 # --- configuration changes ----------------------------------------------
@@ -284,6 +292,7 @@ def delete_tunnel(tunnel: Tunnel, actor: Actor = SYSTEM) -> None:
         _lock_owner(tunnel.owner)
         snapshot(tunnel.owner, f"before delete of {tunnel.name}", actor)
         tunnel.delete()
+        _drop_logs([tunnel.uuid])
         bump_marker()
 
 
@@ -335,7 +344,9 @@ def replace_all(owner, items: Any, actor: Actor = SYSTEM, *, reason: str = "befo
             if digest in existing:
                 keep.add(digest)
                 result.append(_apply_extras(existing[digest], _sent_extras(item, cleaned)))
-        Tunnel.objects.owned_by(owner).exclude(hash__in=keep).delete()
+        gone = Tunnel.objects.owned_by(owner).exclude(hash__in=keep)
+        _drop_logs(list(gone.values_list("uuid", flat=True)))
+        gone.delete()
         default_key = default_key_id(owner)
         for cleaned in cleaned_all:
             digest = Tunnel(**{k: cleaned[k] for k in HASH_FIELDS}).compute_hash()

@@ -31,7 +31,11 @@ class TunnelSerializer(serializers.ModelSerializer):
         help_text="When the running process started; null if not running."
     )
     listen = serializers.CharField(
-        read_only=True, help_text="Entry point: `127.0.0.1:18080` (ssh -L) or `host:port` on the remote side (ssh -R)."
+        read_only=True,
+        help_text=(
+            "Entry point: `127.0.0.1:18080` (ssh -L), or the address ssh asks the SSH server to listen on "
+            "(ssh -R: `localhost:PORT` unless `remote_port` names an address)."
+        ),
     )
     hash = serializers.CharField(read_only=True, help_text="autossh-compatible hash; changes when the config changes.")
     ssh_key = serializers.UUIDField(

@@ -48,7 +48,9 @@ def listen_address(direction: str, local_port: str, remote_port: str, remote_hos
         # A row saved before a validation rule tightened: show it as configured
         # rather than fail every list that contains it (the worker refuses to run it).
         return local_port if direction == REMOTE_TO_LOCAL else remote_port
-    return f"{remote_host.rsplit('@', 1)[-1]}:{port}" if host == "localhost" else f"{host}:{port}"
+    # -R: the address ssh asks the server to listen on ("localhost" unless given). Never the server's
+    # name or 127.0.0.1: its sshd may bind "localhost" on one loopback family only and not say which.
+    return f"{host}:{port}"
 
 
 class TunnelQuerySet(OwnedQuerySet):
