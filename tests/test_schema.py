@@ -69,7 +69,7 @@ def test_docs_pages_load_nothing_from_outside_the_site(page):
     response = APIClient().get(page)
     assert response.status_code == 200
     html = response.content.decode()
-    assert "/static/drf_spectacular_sidecar/" in html
+    assert "/static/drf_spectacular_sidecar/" in html or "/api/redoc/redoc.standalone.js" in html
     assert not EXTERNAL_URL.search(html), EXTERNAL_URL.search(html).group(0)
     assert "http://" not in html and "https://" not in html
 
@@ -82,6 +82,52 @@ def test_sidecar_assets_are_served_locally():
 
     for asset in assets:
         assert finders.find(asset.removeprefix("/static/")), asset
+
+
+# A resource load in HTML, CSS or JavaScript from an absolute address (namespaces,
+# JSON-schema ids and links a reader may click are not loads).
+OUTSIDE_LOAD = re.compile(
+    r"""(?:\bsrc\s*[:=]\s*|\burl\(\s*|@import\s+|importScripts\(\s*|fetch\(\s*)["'`]?\s*(?:https?:)?//"""
+)
+
+
+def served_text(client: APIClient, url: str) -> str:
+    from django.contrib.staticfiles import finders
+
+    if url.startswith("/static/"):
+        path = finders.find(url.removeprefix("/static/"))
+        assert path, url
+        return open(path, encoding="utf-8", errors="replace").read()
+    response = client.get(url)
+    assert response.status_code == 200, url
+    return response.content.decode()
+
+
+@pytest.mark.parametrize("page", ["/api/docs/", "/api/redoc/"])
+def test_docs_scripts_and_styles_load_nothing_from_outside_the_site(page):
+    client = APIClient()
+    html = served_text(client, page)
+    assets = re.findall(r'(?:src|href)="(/[^"]+)"', html)
+    assert any(asset.endswith(".js") for asset in assets)
+    for asset in assets:
+        text = served_text(client, asset)
+        found = OUTSIDE_LOAD.search(text)
+        assert not found, f"{asset}: {text[max(found.start() - 80, 0) : found.end() + 80]}"
+        assert "cdn." not in text.lower(), asset  # cdn.redoc.ly (ReDoc's footer logo), cdn.jsdelivr.net, ...
+
+
+def test_redoc_script_is_the_sidecar_bundle_without_its_cdn_logo():
+    from tunnels.api import docs
+
+    response = APIClient().get("/api/redoc/redoc.standalone.js")
+    assert response["Content-Type"].startswith("text/javascript")
+    assert b"Redoc" in response.content and docs.BLANK_IMAGE in response.content
+    assert docs.REDOC_CDN_LOGO not in response.content
+
+
+def test_swagger_ui_has_no_validator_badge():
+    html = APIClient().get("/api/docs/").content.decode()
+    assert '"validatorUrl": null' in html
 
 
 def test_private_docs_need_login(settings, owner):
@@ -216,3 +262,46 @@ def test_every_example_matches_its_documented_schema(built_schema):
         )
         mismatches += [f"{where}: {problem.message}" for problem in validator.iter_errors(value)]
     assert not mismatches, "\n".join(mismatches)
+
+
+# Names the examples may use for SSH servers: reserved for documentation (RFC 2606, RFC 5737).
+RESERVED_HOST = re.compile(r"^(?:[\w.-]+@)?(?:[\w-]+\.)*(?:example\.(?:com|net|org)|[\w-]+\.invalid)$")
+# The seed's own hosts and tunnels (someone's real machines): never in the docs.
+SEED_NAMES = ("tempest", "oaklight", "usa2", "dockge", "done-hub")
+
+
+def strings_in(value: Any, key: str = "") -> Iterator[tuple[str, str]]:
+    if isinstance(value, dict):
+        for k, item in value.items():
+            yield from strings_in(item, k)
+    elif isinstance(value, list):
+        for item in value:
+            yield from strings_in(item, key)
+    elif isinstance(value, str):
+        yield key, value
+
+
+def test_examples_use_reserved_host_names_only(built_schema):
+    text = json.dumps(built_schema).lower()
+    assert not [name for name in SEED_NAMES if name in text]
+    hosts = [
+        (where, value)
+        for where, example, _ in documented_examples(built_schema)
+        for key, value in strings_in(example)
+        if key == "remote_host"
+    ]
+    assert len(hosts) > 5
+    assert [(where, host) for where, host in hosts if not RESERVED_HOST.match(host)] == []
+
+
+def test_swaggers_default_create_body_makes_a_stopped_tunnel(built_schema, owner):
+    """What "Try it out" → "Execute" sends for POST /api/v1/tunnels/ creates a tunnel that does not start."""
+    from tests.conftest import client_for
+    from tunnels.models import Desired, Tunnel
+
+    body = built_schema["paths"]["/api/v1/tunnels/"]["post"]["requestBody"]["content"]["application/json"]
+    example = next(iter(body["examples"].values()))["value"]
+    assert RESERVED_HOST.match(example["remote_host"])
+    response = client_for(owner).post("/api/v1/tunnels/", example, format="json")
+    assert response.status_code == 201, response.content
+    assert Tunnel.objects.get(owner=owner).desired_state == Desired.STOPPED

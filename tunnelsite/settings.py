@@ -167,7 +167,9 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
-    "REDOC_DIST": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",  # served by tunnels.api.docs.redoc_bundle_view, without Redocly's CDN logo
+    # No "valid" badge from validator.swagger.io (drf-spectacular's default settings plus this).
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
     "COMPONENT_SPLIT_REQUEST": True,
     # Tunnel and session directions are the same choice set: one enum component.
     "POSTPROCESSING_HOOKS": [

@@ -15,6 +15,7 @@ urlpatterns = [
     path("api/schema/", docs.SchemaView.as_view(), name="schema"),
     path("api/docs/", docs.SwaggerView.as_view(url_name="schema"), name="docs"),
     path("api/redoc/", docs.RedocView.as_view(url_name="schema"), name="redoc"),
+    path("api/redoc/redoc.standalone.js", docs.redoc_bundle_view, name="redoc-bundle"),
     path("api/autossh/", include("tunnels.compat.urls")),
     # The autossh manager's own paths (/list, /status, ...) live at the root.
     path("", include("tunnels.compat.urls")),

@@ -88,9 +88,9 @@ KEY_EXAMPLE = {
     "expires_at": None,
 }
 LINE_EXAMPLE = {
-    "line": 'restrict,port-forwarding,permitopen="localhost:5001",permitlisten="localhost:8022" '
+    "line": 'restrict,port-forwarding,permitopen="localhost:5432",permitlisten="localhost:8022" '
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHk0bWd0b3Bsb3Rlc3RrZXlmb3Jkb2NzMDAwMDAwMDAw tunnelsite:alice:laptop",
-    "tunnels": ["dockge", "home-ssh"],
+    "tunnels": ["db", "home-ssh"],
 }
 KEY_ID = OpenApiParameter("id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="The key's id.")
 FORMAT_PARAM = OpenApiParameter(

@@ -78,8 +78,8 @@ TEST_EXAMPLE = {
     "step": "auth",
     "detail": "permission denied (publickey): the SSH server did not accept the tunnel's key",
     "steps": [
-        {"step": "resolve", "ok": True, "detail": "oaklight.tempest resolves to 192.0.2.10"},
-        {"step": "connect", "ok": True, "detail": "TCP connection to oaklight.tempest:22 succeeded"},
+        {"step": "resolve", "ok": True, "detail": "ssh.example.com resolves to 192.0.2.10"},
+        {"step": "connect", "ok": True, "detail": "TCP connection to ssh.example.com:22 succeeded"},
         {
             "step": "host_key",
             "ok": True,

@@ -168,11 +168,11 @@ def request_body(request) -> Any:
 
 TUNNEL_EXAMPLE = {
     "id": "5f0f8a8e-7d3c-4a58-9a7e-2f1d4c0b9e11",
-    "name": "dockge@tempest",
+    "name": "db",
     "owner": "alice",
-    "remote_host": "oaklight.tempest",
-    "remote_port": "5001",
-    "local_port": "55001",
+    "remote_host": "alice@ssh.example.com",
+    "remote_port": "5432",
+    "local_port": "15432",
     "direction": "remote_to_local",
     "interactive": False,
     "ssh_port": None,
@@ -186,14 +186,22 @@ TUNNEL_EXAMPLE = {
     "restart_count": 0,
     "connected_since": "2026-06-01T12:00:00Z",
     "node": "web-1",
-    "hash": "fc3cce1090fec9102e4dd5e3c482b1e1",
-    "listen": "127.0.0.1:55001",
+    "hash": "8e85cbd837350eb997bed7ecf4989b58",
+    "listen": "127.0.0.1:15432",
     "created_at": "2026-06-01T11:59:58Z",
     "updated_at": "2026-06-01T12:00:00Z",
 }
+# Swagger's "Try it out" starts from this body: a reserved name (example.com, RFC 2606) and created
+# stopped, so pressing "Execute" never starts a tunnel to anyone's server.
 TUNNEL_REQUEST_EXAMPLE = OpenApiExample(
     "ssh -L",
-    value={"name": "dockge@tempest", "remote_host": "oaklight.tempest", "remote_port": "5001", "local_port": "55001"},
+    value={
+        "name": "db",
+        "remote_host": "alice@ssh.example.com",
+        "remote_port": "5432",
+        "local_port": "15432",
+        "desired_state": "stopped",
+    },
     request_only=True,
 )
 ID_PARAM = OpenApiParameter("id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="The tunnel's id.")
@@ -426,11 +434,11 @@ class TunnelViewSet(
 HISTORY_EXAMPLE = {
     "id": "0b6c1c57-4a8e-4f4e-a6a4-6f1e3c7b8d90",
     "tunnel_id": "5f0f8a8e-7d3c-4a58-9a7e-2f1d4c0b9e11",
-    "name": "dockge@tempest",
-    "hash": "fc3cce1090fec9102e4dd5e3c482b1e1",
+    "name": "db",
+    "hash": "8e85cbd837350eb997bed7ecf4989b58",
     "direction": "remote_to_local",
-    "label": "127.0.0.1:55001",
-    "listen": "127.0.0.1:55001",
+    "label": "127.0.0.1:15432",
+    "listen": "127.0.0.1:15432",
     "owner": "alice",
     "node": "web-1",
     "pid": 12345,

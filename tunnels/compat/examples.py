@@ -1,6 +1,7 @@
 """OpenAPI examples of the compat API, from the autossh manager's API document (seed 001).
 
-Names, hosts and ports are the seed's. Hashes are what tunnelsite computes for
+Names, hosts and ports are the seed's reserved ``example.com`` ones (never a real
+host: pressing "Execute" in Swagger must not reach someone else's server). Hashes are what tunnelsite computes for
 those fields (``tunnels.hashing.compat_hash``): the seed's printed ones cannot be
 reproduced (COMPAT.md). Bodies the seed leaves out come from COMPAT.md "Shapes";
 ``output`` and ``log`` are tunnelsite's own text. ``tests/test_schema.py`` checks
@@ -13,9 +14,8 @@ from typing import Any
 
 from drf_spectacular.utils import OpenApiExample
 
-DONE_HUB = "e23bb5a24bbd7db75f32859d51e04268"
-DOCKGE = "fc3cce1090fec9102e4dd5e3c482b1e1"
 MY_TUNNEL = "df9088e31f24d5fcd80da7d01a648030"
+TUNNEL_1_INTERACTIVE = "03fd80980d5cb9fdf415e0e8fb047ca9"  # tunnel-1 of CONFIG_REPLACE, interactive
 ANOTHER_TUNNEL = "cab98f99afe9629fe03c1286936ad295"
 MY_NEW_TUNNEL = "216720afda6c510fae6fc05f8327c5e7"
 UPDATED_TUNNEL = "63ea8284f8cece631fef2334e69f8924"
@@ -43,28 +43,20 @@ def _tunnel(name: str, host: str, remote_port: str, local_port: str, hash_value:
 
 # --- list and status (list examples are one item: drf-spectacular wraps them in the array) ---
 
-LIST = response(
-    "configured tunnel",
-    {
-        "name": "dockge@tempest",
-        "status": "NORMAL",
-        "local_port": "55001",
-        "remote_host": "oaklight.tempest",
-        "remote_port": "5001",
-        "hash": DOCKGE,
-    },
-)
-STATUS = response(
-    "running tunnel",
-    {
-        "name": "dockge@tempest",
-        "status": "RUNNING",
-        "local_port": "55001",
-        "remote_host": "oaklight.tempest",
-        "remote_port": "5001",
-        "hash": DOCKGE,
-    },
-)
+
+def _list_item(status: str) -> dict:
+    return {
+        "name": "my-tunnel",
+        "status": status,
+        "local_port": "18080",
+        "remote_host": "user@server.example.com",
+        "remote_port": "8080",
+        "hash": MY_TUNNEL,
+    }
+
+
+LIST = response("configured tunnel", _list_item("NORMAL"))
+STATUS = response("running tunnel", _list_item("RUNNING"))
 
 # --- start / stop -------------------------------------------------------
 
@@ -72,27 +64,27 @@ START = response(
     "started",
     {
         "status": "success",
-        "tunnel_hash": DONE_HUB,
-        "output": f"Starting tunnel: done-hub ({DONE_HUB})\nstarted, pid 4242",
+        "tunnel_hash": MY_TUNNEL,
+        "output": f"Starting tunnel: my-tunnel ({MY_TUNNEL})\nstarted, pid 4242",
     },
 )
 STOP = response(
     "stopped",
-    {"status": "success", "tunnel_hash": DONE_HUB, "output": f"Stopping tunnel: done-hub ({DONE_HUB})\nstopped"},
+    {"status": "success", "tunnel_hash": MY_TUNNEL, "output": f"Stopping tunnel: my-tunnel ({MY_TUNNEL})\nstopped"},
 )
 
 START_ALL = response(
     "two started, one skipped",
     {
         "status": "success",
-        "output": f"Starting 2 tunnel(s)\ndone-hub ({DONE_HUB}): started, pid 4242\n"
-        f"my-tunnel ({MY_TUNNEL}): failed: connection refused\n"
-        f"skipped (interactive, needs interactive authentication): another-tunnel ({ANOTHER_TUNNEL})",
+        "output": f"Starting 2 tunnel(s)\nmy-tunnel ({MY_TUNNEL}): started, pid 4242\n"
+        f"another-tunnel ({ANOTHER_TUNNEL}): failed: connection refused\n"
+        f"skipped (interactive, needs interactive authentication): tunnel-1 ({TUNNEL_1_INTERACTIVE})",
     },
 )
 STOP_ALL = response(
     "stopped",
-    {"status": "success", "output": f"Stopping 1 tunnel(s)\ndone-hub ({DONE_HUB}): stopped"},
+    {"status": "success", "output": f"Stopping 1 tunnel(s)\nmy-tunnel ({MY_TUNNEL}): stopped"},
 )
 
 # --- configuration ------------------------------------------------------
@@ -106,11 +98,11 @@ UPDATED = {
 }
 EDIT = [
     request("add a tunnel", MY_NEW),
-    request("update a tunnel", {"hash": DONE_HUB, **UPDATED}),
+    request("update a tunnel", {"hash": MY_TUNNEL, **UPDATED}),
     response("added", {"status": "success", "action": "added", "hash": MY_NEW_TUNNEL}, 201),
-    response("updated", {"status": "success", "action": "updated", "old_hash": DONE_HUB, "new_hash": UPDATED_TUNNEL}),
+    response("updated", {"status": "success", "action": "updated", "old_hash": MY_TUNNEL, "new_hash": UPDATED_TUNNEL}),
 ]
-DELETE = response("deleted", {"status": "success", "action": "deleted", "hash": DONE_HUB})
+DELETE = response("deleted", {"status": "success", "action": "deleted", "hash": MY_TUNNEL})
 CONFIG = response(
     "two tunnels",
     {
@@ -153,8 +145,8 @@ CONFIG_DELETED = response("deleted", {"status": "success", "message": "Tunnel de
 LOGS = response(
     "one log file",
     {
-        "hash": DONE_HUB,
-        "filename": f"tunnel-{DONE_HUB}.log",
+        "hash": MY_TUNNEL,
+        "filename": f"tunnel-{MY_TUNNEL}.log",
         "size": "4.0K",
         "modified": "2026-01-25 12:00:00",
     },
@@ -163,9 +155,9 @@ LOG = response(
     "log lines",
     {
         "status": "success",
-        "tunnel_hash": DONE_HUB,
-        "log": "=== 2026-01-25 12:00:00+0000 starting: autossh -M 0 -N … -L 127.0.0.1:33001:localhost:33000 -- "
-        'cloud.usa2\nAuthenticated to cloud.usa2 ([203.0.113.7]:22) using "publickey".\n',
+        "tunnel_hash": MY_TUNNEL,
+        "log": "=== 2026-01-25 12:00:00+0000 starting: autossh -M 0 -N … -L 127.0.0.1:18080:localhost:8080 -- "
+        'user@server.example.com\nAuthenticated to server.example.com ([192.0.2.10]:22) using "publickey".\n',
     },
 )
 
@@ -181,7 +173,7 @@ AMBIGUOUS_PREFIX = response(
     400,
 )
 NO_MATCH = response("no match", {"error": "No tunnel found with hash prefix: 7b840f83"}, 404)
-LOG_NOT_FOUND = response("no log yet", {"error": f"Log file not found for tunnel: {DONE_HUB}"}, 404)
+LOG_NOT_FOUND = response("no log yet", {"error": f"Log file not found for tunnel: {MY_TUNNEL}"}, 404)
 MISSING_FIELDS = response("missing fields", {"error": "Missing required fields: remote_host, remote_port"}, 400)
 UNAUTHORIZED = response("unauthorized", {"error": "Unauthorized", "message": "Valid Bearer token required"}, 401)
 METHOD_NOT_ALLOWED = response("wrong method", {"error": "Method not allowed"}, 405)
