@@ -56,3 +56,43 @@ def test_prunerequests_deletes_only_old_rows(owner):
     assert ApiRequest.objects.count() == 2
     run("prunerequests", "--days", "5")
     assert ApiRequest.objects.count() == 1
+
+
+def create_user(*args, stdin: str = "") -> str:
+    out = StringIO()
+    call_command("createuser", *args, stdin=StringIO(stdin), stdout=out, stderr=StringIO())
+    return out.getvalue()
+
+
+def test_createuser_makes_an_ordinary_user_who_can_log_in(django_user_model):
+    from rest_framework.test import APIClient
+
+    output = create_user("bob", "--email", "bob@example.com", "--password-stdin", stdin="a long pass phrase 42\n")
+    assert "Created user bob (not staff)" in output
+    bob = django_user_model.objects.get(username="bob")
+    assert (bob.email, bob.is_staff, bob.is_superuser, bob.is_active) == ("bob@example.com", False, False, True)
+    login = APIClient().post(
+        "/api/v1/authentication/auth/", {"username": "bob", "password": "a long pass phrase 42"}, format="json"
+    )
+    assert login.status_code == 201, login.content
+    me = APIClient()
+    me.credentials(HTTP_AUTHORIZATION=f"Bearer {login.json()['token']}")
+    assert me.get("/api/v1/users/me/").json()["username"] == "bob"
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "message"),
+    [
+        (["alice", "--password-stdin"], "a long pass phrase 42\n", "already exists"),
+        (["bad name!", "--password-stdin"], "a long pass phrase 42\n", "username"),
+        (["carol", "--email", "not-an-address", "--password-stdin"], "a long pass phrase 42\n", "email"),
+        (["carol", "--password-stdin"], "\n", "no password"),
+        (["carol", "--password-stdin"], "123\n", "password refused"),
+        (["carol"], "", "not a terminal"),
+    ],
+)
+def test_createuser_refusals_create_nothing(args, stdin, message, owner, django_user_model):
+    with pytest.raises(CommandError) as refused:
+        create_user(*args, stdin=stdin)
+    assert message in str(refused.value).lower()
+    assert list(django_user_model.objects.values_list("username", flat=True)) == ["alice"]
