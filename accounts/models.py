@@ -82,9 +82,9 @@ class User(AbstractUser):
 
     @property
     def port_range(self) -> tuple[int, int]:
-        """The (low, high) ports this user's -L tunnels may listen on."""
+        """The (low, high) ports this user's -L tunnels may listen on: their own range, else the pool."""
         if self.local_port_min is None or self.local_port_max is None:
-            return (1024, 65535)
+            return settings.PORT_RANGE
         return (self.local_port_min, self.local_port_max)
 
     @property

@@ -6,11 +6,11 @@ from itertools import count
 
 from tunnels import services
 
-_ports = count(20000)
+_ports = count()
 
 
 def tunnel_data(**overrides) -> dict:
-    port = next(_ports)
+    port = 20000 + next(_ports) % 10000  # inside the default pool (TUNNELSITE_PORT_RANGE)
     data = {
         "name": f"t{port}",
         "remote_host": "user@example.com",

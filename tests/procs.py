@@ -4,6 +4,7 @@ group and is killed by PID (group) at teardown, even when a test fails."""
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -15,6 +16,20 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def pool_port(low: int = 20000, high: int = 29999) -> int:
+    """A port free on 127.0.0.1 inside the default pool (TUNNELSITE_PORT_RANGE), where an ordinary
+    user's -L tunnel may listen. Random, so tests running side by side rarely pick the same one."""
+    for _ in range(200):
+        port = random.randint(low, high)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {low}-{high}")
 
 
 def spawn(argv: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.Popen:

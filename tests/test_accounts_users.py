@@ -22,8 +22,8 @@ def test_me_shows_profile_quotas_usage_and_scopes(owner, owner_client, settings)
     assert body["username"] == "alice"
     assert body["quotas"] == {
         "max_tunnels": 7,
-        "local_port_min": 1024,
-        "local_port_max": 65535,
+        "local_port_min": 20000,  # the server-wide pool (TUNNELSITE_PORT_RANGE)
+        "local_port_max": 29999,
         "allow_nonloopback_bind": False,
     }
     assert body["usage"] == {"tunnels": 1, "tokens": 1, "access_keys": 0}

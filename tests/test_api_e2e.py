@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.procs import free_port, port_open, wait_for
+from tests.procs import pool_port, port_open, wait_for
 from tests.worker_fixtures import sshd_tunnel_data
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 def test_api_drives_a_real_tunnel(sshd, worker, owner_client, owner_key):
     # owner_key: the owner's only key, which a new tunnel gets by default.
-    data = sshd_tunnel_data(sshd, local_port=str(free_port()))
+    data = sshd_tunnel_data(sshd, local_port=str(pool_port()))
     assert data.get("ssh_port"), "the test sshd listens on a non-default port"
     local_port = int(data["local_port"].rpartition(":")[2])
 

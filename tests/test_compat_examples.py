@@ -88,7 +88,10 @@ def seed_tunnel(settings, django_user_model, transactional_db):
     """
     settings.API_KEYS = [SEED_KEY]
     settings.API_KEY_USER = "seeduser"
-    user = django_user_model.objects.create_user("seeduser", password="seed-pass-123")
+    # The seed's ports lie outside the default pool: this user has a range of their own.
+    user = django_user_model.objects.create_user(
+        "seeduser", password="seed-pass-123", local_port_min=1024, local_port_max=65535
+    )
     tunnel = make_tunnel(user, name="done-hub", remote_host="cloud.usa2", remote_port="33000", local_port="33001")
     Tunnel.objects.filter(pk=tunnel.pk).update(hash=SEED_HASH, desired_state=Desired.STOPPED)
     tunnel.refresh_from_db()

@@ -14,6 +14,13 @@ from tunnels.models import Status, Tunnel
 
 pytestmark = pytest.mark.django_db
 
+
+@pytest.fixture(autouse=True)
+def _seed_ports(settings):
+    """The seed's examples listen on ports (13306-55001) outside the default pool: widen it here."""
+    settings.PORT_RANGE = (1024, 65535)
+
+
 MOUNTS = ["", "/api/autossh"]
 TUNNEL_KEYS = {"name", "remote_host", "remote_port", "local_port", "direction", "interactive", "hash"}
 LIST_KEYS = {"name", "status", "local_port", "remote_host", "remote_port", "hash"}
@@ -21,11 +28,13 @@ LIST_KEYS = {"name", "status", "local_port", "remote_host", "remote_port", "hash
 
 @cache
 def colliding_names() -> tuple[str, str]:
-    """Two names whose tunnels (same other fields) share the first 8 hex chars of their hash."""
+    """Two names whose tunnels (same other fields) share the first 8 hex chars of their hash.
+
+    -R tunnels: two -L tunnels could not both listen on port 9000."""
     seen: dict[str, str] = {}
     for i in range(2_000_000):
         name = f"amb-{i}"
-        digest = hashlib.md5(f"{name}|user@example.com|8080|9000|remote_to_local|false".encode()).hexdigest()
+        digest = hashlib.md5(f"{name}|user@example.com|8080|9000|local_to_remote|false".encode()).hexdigest()
         if digest[:8] in seen:
             return seen[digest[:8]], name
         seen[digest[:8]] = name
@@ -191,7 +200,9 @@ def test_unknown_prefix_is_404(method, route, owner, owner_client):
 @pytest.mark.parametrize(("method", "route"), PREFIX_ROUTES)
 def test_ambiguous_prefix_is_400_listing_both(method, route, owner, owner_client):
     names = colliding_names()
-    tunnels = [make_tunnel(owner, name=n, local_port="9000", remote_port="8080") for n in names]
+    tunnels = [
+        make_tunnel(owner, name=n, local_port="9000", remote_port="8080", direction="local_to_remote") for n in names
+    ]
     prefix = tunnels[0].hash[:8]
     assert tunnels[1].hash[:8] == prefix
     response = call(owner_client, method, route.format(prefix))

@@ -11,6 +11,13 @@ from tunnels.models import ConfigBackup, Desired, Tunnel
 
 pytestmark = pytest.mark.django_db
 
+
+@pytest.fixture(autouse=True)
+def _seed_ports(settings):
+    """The seed's examples listen on ports (13306-55001) outside the default pool: widen it here."""
+    settings.PORT_RANGE = (1024, 65535)
+
+
 MOUNTS = ["", "/api/autossh"]
 NEW = {
     "name": "my-new-tunnel",

@@ -14,7 +14,8 @@ def test_hash_test_vector():
 
 
 @pytest.mark.django_db
-def test_saved_tunnel_uses_defaults_for_hash(owner):
+def test_saved_tunnel_uses_defaults_for_hash(owner, settings):
+    settings.PORT_RANGE = (1024, 65535)  # the vector's port lies outside the default pool
     tunnel = make_tunnel(
         owner, name="dockge@tempest", remote_host="oaklight.tempest", remote_port="5001", local_port="55001"
     )

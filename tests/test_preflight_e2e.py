@@ -9,7 +9,7 @@ import psutil
 import pytest
 from django.utils import timezone
 
-from tests.procs import free_port, wait_for
+from tests.procs import free_port, pool_port, wait_for
 from tests.worker_fixtures import make_key, sshd_tunnel_data, wait_status
 from tunnels import preflight, processes, services, sshkeys
 from tunnels.models import ConnectionTest, Desired, HostKeyState, KnownHost, Status, Tunnel, WorkerNode
@@ -137,7 +137,7 @@ def test_remote_forward_passes_when_the_port_is_free(worker, sshd, owner_key, ow
 
 def test_local_port_in_use_fails_at_forward_for_a_stopped_tunnel(worker, sshd, owner_key, owner_client, target_server):
     with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
+        busy.bind(("127.0.0.1", pool_port()))
         busy.listen()
         tunnel = stopped(owner_key, sshd, remote_port=str(target_server.port), local_port=str(busy.getsockname()[1]))
 
@@ -221,7 +221,7 @@ def test_a_test_left_running_by_a_dead_node_is_failed(owner, settings):
 
 
 def sshd_tunnel_data_stub() -> dict:
-    return {"name": "stub", "remote_host": "user@127.0.0.1", "remote_port": "80", "local_port": str(free_port())}
+    return {"name": "stub", "remote_host": "user@127.0.0.1", "remote_port": "80", "local_port": str(pool_port())}
 
 
 def test_tunnel_without_a_key_fails_at_auth_before_running_ssh(worker, sshd, owner, owner_client, data_dir):

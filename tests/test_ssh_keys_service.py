@@ -365,7 +365,7 @@ def test_line_for_L_and_R_tunnels(owner):
     make_tunnel(owner, name="a", remote_port="8080", ssh_key=str(key.pk))
     make_tunnel(owner, name="b", remote_port="db.internal:5432", ssh_key=str(key.pk))
     make_tunnel(owner, name="c", remote_port="[::1]:9000", ssh_key=str(key.pk))
-    make_tunnel(owner, name="d", remote_port="8080", local_port="18999", ssh_key=str(key.pk))  # same permit
+    make_tunnel(owner, name="d", remote_port="8080", local_port="28999", ssh_key=str(key.pk))  # same permit
     make_tunnel(owner, name="e", remote_port="2222", direction="local_to_remote", ssh_key=str(key.pk))
     make_tunnel(owner, name="f", remote_port="0.0.0.0:2223", direction="local_to_remote", ssh_key=str(key.pk))
     make_tunnel(owner, name="g", remote_port="9999", ssh_key=None)  # another key's business

@@ -10,7 +10,7 @@ import socket
 import psutil
 import pytest
 
-from tests.procs import free_port, port_open, wait_for
+from tests.procs import free_port, pool_port, port_open, wait_for
 from tests.worker_fixtures import fetch, make_key, sshd_tunnel_data, wait_fetch, wait_gone, wait_status
 from tunnels import services
 from tunnels.models import Desired, ExitReason, Tunnel, TunnelSession
@@ -168,7 +168,7 @@ def test_config_change_restarts_with_the_new_forward(worker, sshd, owner_key, ta
 
 def test_local_port_in_use_fails_with_a_clear_reason_while_others_run(worker, sshd, owner_key, target_server):
     busy = socket.socket()
-    busy.bind(("127.0.0.1", 0))
+    busy.bind(("127.0.0.1", pool_port()))  # a program outside tunnelsite holds a port of the pool
     busy.listen()
     try:
         port = busy.getsockname()[1]

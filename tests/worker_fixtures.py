@@ -22,7 +22,7 @@ import pytest
 from django.conf import settings as django_settings
 from django.db import connection
 
-from tests.procs import free_port, kill_group, spawn, wait_for
+from tests.procs import free_port, kill_group, pool_port, spawn, wait_for
 from tunnels.agent import kill_agents
 
 MANAGE = Path(__file__).resolve().parent.parent / "manage.py"
@@ -46,7 +46,7 @@ def sshd_tunnel_data(sshd, **overrides) -> dict:
         "name": f"e2e-{os.getpid()}-{next(_names)}",
         "remote_host": sshd.destination,
         "ssh_port": sshd.port,
-        "local_port": str(free_port()),
+        "local_port": str(pool_port()),
         "remote_port": str(free_port()),
     }
     data.update(overrides)

@@ -20,12 +20,22 @@ class TunnelAdminForm(forms.ModelForm):
         model = Tunnel
         fields = ["owner", *CONFIG_FIELDS, "ssh_key", "desired_state"]
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if not self.instance.pk:
+            self.fields["local_port"].required = False
+            self.fields[
+                "local_port"
+            ].help_text = "Leave empty for an -L tunnel to get the first free port of the owner's range."
+
     def clean(self) -> dict:
         data = super().clean()
         try:
-            cleaned = clean_tunnel_data({field: data.get(field) for field in CONFIG_FIELDS})
+            config = {field: data.get(field) for field in CONFIG_FIELDS}
+            cleaned = clean_tunnel_data(config, assign_port=not self.instance.pk)
             if data.get("owner"):
-                services.check_quota(data["owner"], cleaned)
+                services.check_policy(data["owner"], cleaned)
+                services.check_port_free(cleaned, self.instance.pk)
                 services.resolve_key(data["owner"], data.get("ssh_key"))  # only the owner's keys
         except TunnelDataError as exc:
             for field, problems in exc.fields.items():
@@ -97,12 +107,12 @@ class TunnelAdmin(admin.ModelAdmin):
             if change:
                 saved = services.update_tunnel(Tunnel.objects.get(pk=obj.pk), data, actor)
             else:
-                saved = services.create_tunnel(obj.owner, data, actor)
+                saved = services.create_tunnel(obj.owner, data, actor, assign_port=True)
         except services.ServiceError as exc:
-            # Raced past the form's checks (e.g. a duplicate created meanwhile).
+            # Raced past the form's checks (e.g. a duplicate or a port taken meanwhile).
             messages.error(request, exc.message)
             return
-        obj.pk, obj.hash = saved.pk, saved.hash
+        obj.pk, obj.hash, obj.local_port = saved.pk, saved.hash, saved.local_port
 
     def delete_model(self, request, obj: Tunnel) -> None:
         services.delete_tunnel(obj, services.Actor(user=request.user))
@@ -114,7 +124,9 @@ class TunnelAdmin(admin.ModelAdmin):
     @admin.action(description="Start selected tunnels")
     def start_tunnels(self, request, queryset) -> None:
         started, skipped = services.start_all(queryset, services.Actor(user=request.user))
-        messages.info(request, f"{len(started)} asked to start, {len(skipped)} interactive skipped")
+        messages.info(
+            request, f"{len(started)} asked to start, {len(skipped)} skipped (interactive, or without their port)"
+        )
 
     @admin.action(description="Stop selected tunnels")
     def stop_tunnels(self, request, queryset) -> None:

@@ -21,8 +21,20 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from tunnels import backups, logfiles, netpolicy, waiting
-from tunnels.models import LOCAL_TO_REMOTE, ChangeMarker, ConfigBackup, Desired, SshKey, Status, Tunnel, WorkerNode
+from tunnels import backups, logfiles, netpolicy, ports, waiting
+from tunnels.models import (
+    LOCAL_TO_REMOTE,
+    ChangeMarker,
+    ConfigBackup,
+    Desired,
+    SshKey,
+    Status,
+    Tunnel,
+    WorkerNode,
+    claimed_port,
+)
+from tunnels.ports import NoFreePort as NoFreePort  # re-exported, as the errors below
+from tunnels.ports import PortTaken as PortTaken
 from tunnels.validation import HASH_FIELDS, REQUIRED, TunnelDataError, clean_tunnel_data, split_local
 from tunnelsite.errors import InvalidInput, QuotaExceeded, ServiceError
 from tunnelsite.errors import NotFound as NotFound  # re-exported: callers use services.<Error>
@@ -32,6 +44,8 @@ MIN_PREFIX = 8
 # The fields the quota and network policy checks read (an update is checked with the merged values).
 POLICY_FIELDS = ("local_port", "direction", "remote_host", "ssh_port")
 MARKER = "tunnels"
+# Tries at a free port for a tunnel that left local_port out; each lost race re-reads the claims.
+ASSIGN_ATTEMPTS = 10
 
 
 # --- errors (the shared ones live in tunnelsite.errors) -----------------
@@ -93,18 +107,42 @@ def marker_value() -> int:
 # --- quotas -------------------------------------------------------------
 
 
+def check_policy(owner, cleaned: dict[str, Any]) -> None:
+    """Every 403 rule on a configuration: -L listens here, -R targets and SSH destinations in netpolicy."""
+    check_quota(owner, cleaned)
+    # A port left out is an -L port to be assigned (clean_tunnel_data requires an -R target),
+    # which the target policy does not look at.
+    netpolicy.check_tunnel(owner, {"local_port": "", **cleaned})
+
+
 def check_quota(owner, cleaned: dict[str, Any]) -> None:
-    """Per-user limits on where a tunnel may listen or connect locally. Staff are exempt."""
-    if owner.is_staff or cleaned.get("direction") == LOCAL_TO_REMOTE:
-        return  # an -R local_port is a connect target: tunnels.netpolicy decides those
+    """Per-user limits on where a tunnel may listen on this host (403). Staff are exempt.
+
+    An -R tunnel's local_port is a connect target: ``tunnels.netpolicy`` decides those. Whether
+    an -L port is free is the claim's business (409, ``tunnels.ports``).
+    """
+    if cleaned.get("direction") == LOCAL_TO_REMOTE or "local_port" not in cleaned:
+        return  # -R, or a port to be assigned from the owner's range
+    check_listen(owner, cleaned)
+
+
+def check_listen(owner, cleaned: dict[str, Any]) -> None:
+    """Where an -L tunnel may listen: loopback unless granted beyond it, a port in the owner's
+    range (their own, else TUNNELSITE_PORT_RANGE) that is not reserved. Staff are exempt."""
+    if owner.is_staff:
+        return
     address, port = split_local(cleaned["local_port"])
     if not owner.allow_nonloopback_bind and address not in ("127.0.0.1", "::1"):
         raise QuotaExceeded(
             f"local address {address} is not allowed: your tunnels may only use the loopback address 127.0.0.1"
         )
-    low, high = owner.port_range
-    if not low <= port <= high:
-        raise QuotaExceeded(f"local port {port} is outside your allowed range {low}-{high}")
+    ports.check_allowed(owner, port)
+
+
+def check_port_free(cleaned: dict[str, Any], tunnel_pk: int | None = None) -> None:
+    """Refuse (409) an -L port another tunnel holds; for forms that check before saving."""
+    if "local_port" in cleaned:
+        ports.ensure_free(claimed_port(cleaned.get("direction", ""), cleaned["local_port"]), tunnel_pk)
 
 
 def check_count(owner, count: int) -> None:
@@ -204,17 +242,33 @@ def _config_changed(tunnel: Tunnel, cleaned: dict[str, Any]) -> bool:
     return any(getattr(tunnel, field) != value for field, value in cleaned.items() if field != "auto_restart")
 
 
-def _save_new(owner, cleaned: dict[str, Any], actor: Actor, start: bool | None) -> Tunnel:
+def _save_new(owner, cleaned: dict[str, Any], actor: Actor, start: bool | None, backup: ConfigBackup) -> Tunnel:
     tunnel = Tunnel(owner=owner, **cleaned)
     run = (not tunnel.interactive) if start is None else start
     tunnel.desired_state = Desired.RUNNING if run and not tunnel.interactive else Desired.STOPPED
     _set_desired_by(tunnel, actor)
+    _save_claiming(tunnel, backup)
+    return tunnel
+
+
+def _save_claiming(tunnel: Tunnel, backup: ConfigBackup) -> None:
+    """Save ``tunnel`` holding its port. The checks before the backup refuse a taken port or
+    configuration; a request that took one meanwhile makes the unique constraints refuse it
+    here, with the same answer, and the backup file written for this change goes too (its row
+    rolls back with the transaction): a refusal changes nothing."""
+    tunnel.listen_port = claimed_port(tunnel.direction, tunnel.local_port)
     try:
         with transaction.atomic():
             tunnel.save()
     except IntegrityError:
+        discard_backup(backup)
+        if tunnel.listen_port is not None and ports.is_taken(tunnel.listen_port, tunnel.pk):
+            raise PortTaken(tunnel.listen_port) from None
         raise DuplicateTunnel(f"a tunnel with this configuration already exists (hash {tunnel.hash})") from None
-    return tunnel
+
+
+def discard_backup(backup: ConfigBackup) -> None:
+    (backups_dir() / backup.file_name).unlink(missing_ok=True)
 
 
 def _ensure_unique(owner, hash_value: str, exclude_pk: int | None = None) -> None:
@@ -230,29 +284,56 @@ def _set_desired_by(tunnel: Tunnel, actor: Actor) -> None:
 
 
 def create_tunnel(
-    owner, data: Any, actor: Actor = SYSTEM, *, start: bool | None = None, required: tuple[str, ...] = REQUIRED
+    owner,
+    data: Any,
+    actor: Actor = SYSTEM,
+    *,
+    start: bool | None = None,
+    required: tuple[str, ...] = REQUIRED,
+    assign_port: bool = False,
 ) -> Tunnel:
     """Validate and create one tunnel. A new non-interactive tunnel is meant to run.
 
     ``required`` names the fields that must be sent (``validation.REQUIRED_WITH_NAME`` for
-    the original's ``POST /config/new``); a missing one is a 400 and nothing is created."""
+    the original's ``POST /config/new``); a missing one is a 400 and nothing is created.
+    With ``assign_port`` (REST API, admin; the compat API requires ``local_port``), an -L
+    tunnel that leaves ``local_port`` out gets the first free port of its owner's range.
+    """
     try:
-        cleaned = clean_tunnel_data(data, required=required)
+        cleaned = clean_tunnel_data(data, required=required, assign_port=assign_port)
     except TunnelDataError as exc:
         raise _invalid(exc) from None
     cleaned.update(_key_choice(owner, data))
-    check_quota(owner, cleaned)
-    netpolicy.check_tunnel(owner, cleaned)
+    check_policy(owner, cleaned)
     with transaction.atomic():
         _lock_owner(owner)
         if "ssh_key_id" not in cleaned:
             cleaned["ssh_key_id"] = default_key_id(owner)
         check_count(owner, Tunnel.objects.owned_by(owner).count() + 1)
-        _ensure_unique(owner, Tunnel(**{k: cleaned[k] for k in HASH_FIELDS}).compute_hash())
-        snapshot(owner, "before create", actor)
-        tunnel = _save_new(owner, cleaned, actor, start)
+        if "local_port" not in cleaned:
+            tunnel = _create_on_free_port(owner, cleaned, actor, start)
+        else:
+            _ensure_unique(owner, Tunnel(**{k: cleaned[k] for k in HASH_FIELDS}).compute_hash())
+            ports.ensure_free(claimed_port(cleaned["direction"], cleaned["local_port"]))
+            tunnel = _save_new(owner, cleaned, actor, start, snapshot(owner, "before create", actor))
         bump_marker()
     return tunnel
+
+
+def _create_on_free_port(owner, cleaned: dict[str, Any], actor: Actor, start: bool | None) -> Tunnel:
+    """Create an -L tunnel on the first free port of the owner's range, retrying when a
+    concurrent request claims that port first (the unique claim decides)."""
+    backup = snapshot(owner, "before create", actor)
+    for _ in range(ASSIGN_ATTEMPTS):
+        port = ports.free_port(owner)
+        try:
+            return _save_new(owner, {**cleaned, "local_port": str(port)}, actor, start, backup)
+        except PortTaken:
+            backup = snapshot(owner, "before create", actor)  # the refusal discarded the first
+        except NoFreePort:
+            raise
+    discard_backup(backup)
+    raise NoFreePort("could not claim a free port: other requests kept taking them; try again")
 
 
 def update_tunnel(tunnel: Tunnel, data: Any, actor: Actor = SYSTEM, *, partial: bool = False) -> Tunnel:
@@ -263,8 +344,7 @@ def update_tunnel(tunnel: Tunnel, data: Any, actor: Actor = SYSTEM, *, partial: 
         raise _invalid(exc) from None
     cleaned.update(_key_choice(tunnel.owner, data))
     merged = {field: cleaned.get(field, getattr(tunnel, field)) for field in POLICY_FIELDS}
-    check_quota(tunnel.owner, merged)
-    netpolicy.check_tunnel(tunnel.owner, merged)
+    check_policy(tunnel.owner, merged)
     with transaction.atomic():
         _lock_owner(tunnel.owner)
         tunnel = Tunnel.objects.select_for_update().get(pk=tunnel.pk)
@@ -274,14 +354,15 @@ def update_tunnel(tunnel: Tunnel, data: Any, actor: Actor = SYSTEM, *, partial: 
         for field, value in cleaned.items():
             setattr(tunnel, field, value)
         _ensure_unique(tunnel.owner, tunnel.compute_hash(), exclude_pk=tunnel.pk)
-        snapshot(tunnel.owner, f"before update of {tunnel.name}", actor)
+        ports.ensure_free(claimed_port(tunnel.direction, tunnel.local_port), exclude_pk=tunnel.pk)
+        backup = snapshot(tunnel.owner, f"before update of {tunnel.name}", actor)
         if changed:
             tunnel.generation += 1
         if tunnel.interactive and tunnel.desired_state == Desired.RUNNING:
             # The worker cannot answer an interactive prompt; don't leave it "meant to run".
             tunnel.desired_state = Desired.STOPPED
             _set_desired_by(tunnel, actor)
-        tunnel.save()
+        _save_claiming(tunnel, backup)
         bump_marker()
     return tunnel
 
@@ -301,6 +382,7 @@ def _clean_all(owner, items: Any) -> list[dict[str, Any]]:
         raise InvalidInput("'tunnels' must be a list of tunnel objects")
     cleaned_all = []
     seen: dict[str, int] = {}
+    listening: dict[int, int] = {}
     owned = {key.pk: key for key in SshKey.objects.owned_by(owner)}  # at most MAX_SSH_KEYS
     for index, item in enumerate(items):
         try:
@@ -314,8 +396,18 @@ def _clean_all(owner, items: Any) -> list[dict[str, Any]]:
         if digest in seen:
             raise DuplicateTunnel(f"tunnels[{index}] has the same configuration as tunnels[{seen[digest]}]")
         seen[digest] = index
+        _claim_once(cleaned, index, listening)
         cleaned_all.append(cleaned)
     return cleaned_all
+
+
+def _claim_once(cleaned: dict[str, Any], index: int, listening: dict[int, int]) -> None:
+    """Two entries of one replace-all may not listen on one port (any address holds the port)."""
+    port = claimed_port(cleaned["direction"], cleaned["local_port"])
+    if port in listening:
+        raise PortTaken(port, f"tunnels[{index}] listens on port {port} as tunnels[{listening[port]}] does")
+    if port is not None:
+        listening[port] = index
 
 
 def replace_all(owner, items: Any, actor: Actor = SYSTEM, *, reason: str = "before replace-all") -> list[Tunnel]:
@@ -330,28 +422,27 @@ def replace_all(owner, items: Any, actor: Actor = SYSTEM, *, reason: str = "befo
         # A kept tunnel is checked with the settings it will keep, not the defaults of unsent ones.
         kept = current.get(Tunnel(**{k: cleaned[k] for k in HASH_FIELDS}).compute_hash())
         values = cleaned if kept is None else {**_current_extras(kept, cleaned), **_sent_extras(item, cleaned)}
-        check_quota(owner, {**cleaned, **values})
-        netpolicy.check_tunnel(owner, {**cleaned, **values})
+        check_policy(owner, {**cleaned, **values})
     check_count(owner, len(cleaned_all))
     with transaction.atomic():
         _lock_owner(owner)
-        snapshot(owner, reason, actor)
         existing = {t.hash: t for t in Tunnel.objects.owned_by(owner)}
-        result = []
-        keep = set()
-        for item, cleaned in zip(items, cleaned_all, strict=True):
-            digest = Tunnel(**{k: cleaned[k] for k in HASH_FIELDS}).compute_hash()
-            if digest in existing:
-                keep.add(digest)
-                result.append(_apply_extras(existing[digest], _sent_extras(item, cleaned)))
-        gone = Tunnel.objects.owned_by(owner).exclude(hash__in=keep)
+        digests = [Tunnel(**{k: cleaned[k] for k in HASH_FIELDS}).compute_hash() for cleaned in cleaned_all]
+        new = [cleaned for cleaned, digest in zip(cleaned_all, digests, strict=True) if digest not in existing]
+        # Kept tunnels keep the ports they hold; new ones may not take another user's.
+        ports.ensure_free_for(owner, [p for c in new if (p := claimed_port(c["direction"], c["local_port"]))])
+        backup = snapshot(owner, reason, actor)
+        result = [
+            _apply_extras(existing[digest], _sent_extras(item, cleaned))
+            for item, cleaned, digest in zip(items, cleaned_all, digests, strict=True)
+            if digest in existing
+        ]
+        gone = Tunnel.objects.owned_by(owner).exclude(hash__in=set(digests))
         _drop_logs(list(gone.values_list("uuid", flat=True)))
         gone.delete()
         default_key = default_key_id(owner)
-        for cleaned in cleaned_all:
-            digest = Tunnel(**{k: cleaned[k] for k in HASH_FIELDS}).compute_hash()
-            if digest not in keep:
-                result.append(_save_new(owner, {"ssh_key_id": default_key, **cleaned}, actor, None))
+        for cleaned in new:
+            result.append(_save_new(owner, {"ssh_key_id": default_key, **cleaned}, actor, None, backup))
         bump_marker()
     return result
 
@@ -428,12 +519,21 @@ def _set_desired(tunnels: Iterable[Tunnel], state: str, actor: Actor) -> int:
     return count
 
 
-def request_start(tunnel: Tunnel, actor: Actor = SYSTEM) -> None:
+def check_runnable(tunnel: Tunnel) -> None:
     if tunnel.interactive:
         raise NotRunnable(
             f"tunnel {tunnel.name} is interactive: it needs interactive authentication "
             "and cannot be started by the worker"
         )
+    if not tunnel.holds_its_port:
+        raise NotRunnable(
+            f"tunnel {tunnel.name} cannot start: another tunnel on this host holds its port "
+            f"({tunnel.local_port}); change its local_port first"
+        )
+
+
+def request_start(tunnel: Tunnel, actor: Actor = SYSTEM) -> None:
+    check_runnable(tunnel)
     _set_desired([tunnel], Desired.RUNNING, actor)
     tunnel.refresh_from_db()
 
@@ -445,8 +545,7 @@ def request_stop(tunnel: Tunnel, actor: Actor = SYSTEM) -> None:
 
 def request_restart(tunnel: Tunnel, actor: Actor = SYSTEM) -> None:
     """Restart: a new generation makes the worker replace the process."""
-    if tunnel.interactive:
-        request_start(tunnel, actor)  # raises NotRunnable
+    check_runnable(tunnel)
     with transaction.atomic():
         Tunnel.objects.filter(pk=tunnel.pk).update(generation=F("generation") + 1)
         _set_desired([tunnel], Desired.RUNNING, actor)
@@ -454,11 +553,11 @@ def request_restart(tunnel: Tunnel, actor: Actor = SYSTEM) -> None:
 
 
 def start_all(queryset, actor: Actor = SYSTEM) -> tuple[list[Tunnel], list[Tunnel]]:
-    """Start every non-interactive tunnel; returns (started, skipped interactive)."""
+    """Start every tunnel the worker can run; returns (started, skipped: interactive, or without its port)."""
     tunnels = list(queryset)
-    runnable = [t for t in tunnels if not t.interactive]
+    runnable = [t for t in tunnels if not t.interactive and t.holds_its_port]
     _set_desired(runnable, Desired.RUNNING, actor)
-    return runnable, [t for t in tunnels if t.interactive]
+    return runnable, [t for t in tunnels if t.interactive or not t.holds_its_port]
 
 
 def stop_all(queryset, actor: Actor = SYSTEM) -> list[Tunnel]:

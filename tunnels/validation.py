@@ -11,7 +11,7 @@ import ipaddress
 import re
 from typing import Any
 
-from tunnels.models import DIRECTIONS, REMOTE_TO_LOCAL
+from tunnels.models import DIRECTIONS, LOCAL_TO_REMOTE, REMOTE_TO_LOCAL
 
 # user@host or an ssh alias. Neither part may start with "-" (ssh would read
 # it as an option) and only a conservative character set is allowed.
@@ -209,28 +209,35 @@ def missing_fields(data: dict, required: tuple[str, ...] = REQUIRED) -> list[str
     return [field for field in required if data.get(field) in (None, "")]
 
 
-def clean_tunnel_data(data: Any, *, partial: bool = False, required: tuple[str, ...] = REQUIRED) -> dict[str, Any]:
+def clean_tunnel_data(
+    data: Any, *, partial: bool = False, required: tuple[str, ...] = REQUIRED, assign_port: bool = False
+) -> dict[str, Any]:
     """Validate a tunnel's configuration; returns cleaned values for known fields.
 
     Raises ``TunnelDataError`` with every problem at once. With ``partial``,
     only the fields present are cleaned (PATCH). ``required`` fields must be
-    present and non-empty (the others get defaults).
+    present and non-empty (the others get defaults). With ``assign_port``, an -L
+    tunnel may leave ``local_port`` out (the result lacks it; the service layer
+    assigns a free port); an -R tunnel still needs it, as the address it connects to.
     """
     if not isinstance(data, dict):
         raise TunnelDataError({"non_field_errors": ["expected a JSON object with tunnel fields"]})
     errors: dict[str, list[str]] = {}
+    leave_out = ("local_port",) if assign_port and data.get("local_port") in (None, "") else ()
     if not partial:
-        missing = missing_fields(data, required)
+        missing = missing_fields(data, tuple(field for field in required if field not in leave_out))
         if missing:
             raise TunnelDataError({f: ["this field is required"] for f in missing}, missing=missing)
     cleaned: dict[str, Any] = {}
     for field, cleaner in CLEANERS.items():
-        if partial and field not in data:
+        if (partial and field not in data) or field in leave_out:
             continue
         try:
             cleaned[field] = cleaner(data.get(field))
         except FieldError as exc:
             errors[field] = [str(exc)]
+    if leave_out and cleaned.get("direction") == LOCAL_TO_REMOTE:
+        errors["local_port"] = ["this field is required for local_to_remote: it is the address the tunnel connects to"]
     if errors:
         raise TunnelDataError(errors)
     return cleaned

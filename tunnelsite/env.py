@@ -147,3 +147,66 @@ def database_config(url: str | None, data_dir: Path) -> dict:
         )
         config["TEST"] = {"NAME": str(data_dir / "test-tunnelsite.sqlite3")}
     return config
+
+
+def parse_port_ranges(name: str, raw: str) -> list[tuple[int, int]]:
+    """``"8080, 5432, 6000-6010"`` → ``[(8080, 8080), (5432, 5432), (6000, 6010)]``."""
+    ranges = []
+    for item in (part.strip() for part in raw.split(",")):
+        if item:
+            ranges.append(_port_range(name, item))
+    return ranges
+
+
+def _port_range(name: str, item: str) -> tuple[int, int]:
+    low_text, dash, high_text = item.partition("-")
+    try:
+        low, high = int(low_text.strip()), int(high_text.strip()) if dash else int(low_text.strip())
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}: {item!r} is not a port or a range like 20000-29999") from None
+    if not 1 <= low <= high <= 65535:
+        raise ImproperlyConfigured(f"{name}: {item!r} must satisfy 1 <= low <= high <= 65535")
+    return low, high
+
+
+def env_port_range(name: str, default: tuple[int, int]) -> tuple[int, int]:
+    """One range of ports, ``low-high`` (or a single port)."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    ranges = parse_port_ranges(name, raw)
+    if len(ranges) != 1:
+        raise ImproperlyConfigured(f"{name} must be one range like 20000-29999, got {raw!r}")
+    return ranges[0]
+
+
+def env_port_ranges(name: str, default: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """A comma list of ports and ranges; set but empty means none."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return list(default)
+    return parse_port_ranges(name, raw)
+
+
+def bind_port(bind: str) -> int | None:
+    """The TCP port of a gunicorn ``--bind`` value (``host:port``, ``[::1]:port``, ``:port``); None for
+    ``unix:`` sockets and values without a port."""
+    if bind.startswith("unix:") or ":" not in bind:
+        return None
+    port = bind.rpartition(":")[2]
+    return int(port) if port.isdigit() and 1 <= int(port) <= 65535 else None
+
+
+# The port a database server listens on when its URL names none.
+DEFAULT_DB_PORTS = {"postgresql": 5432, "mysql": 3306}
+
+
+def database_port(config: dict) -> int | None:
+    """The TCP port of the configured database server (its URL's, else the engine's usual one, which
+    the server on this host most likely listens on even when tunnelsite uses its socket); None for SQLite."""
+    engine = config.get("ENGINE", "").rsplit(".", 1)[-1]
+    engine = "postgresql" if engine.startswith("postg") else engine
+    if engine not in DEFAULT_DB_PORTS:
+        return None
+    port = str(config.get("PORT") or "")
+    return int(port) if port.isdigit() else DEFAULT_DB_PORTS[engine]

@@ -9,11 +9,15 @@ from django.core.exceptions import ImproperlyConfigured
 
 from tunnelsite import __version__
 from tunnelsite.env import (
+    bind_port,
     database_config,
+    database_port,
     env_bool,
     env_float,
     env_int,
     env_list,
+    env_port_range,
+    env_port_ranges,
     env_rules,
     env_secret,
     env_str,
@@ -234,6 +238,17 @@ MAX_SSH_KEYS = env_int("TUNNELSITE_MAX_SSH_KEYS", 20, minimum=1)
 SSH_SERVER_ALIVE_INTERVAL = env_int("TUNNELSITE_SSH_ALIVE_INTERVAL", 15, minimum=1)
 SSH_SERVER_ALIVE_COUNT = env_int("TUNNELSITE_SSH_ALIVE_COUNT", 3, minimum=1)
 SSH_CONNECT_TIMEOUT = env_int("TUNNELSITE_SSH_CONNECT_TIMEOUT", 10, minimum=1)
+# Ports: -L tunnels of users without a range of their own listen in PORT_RANGE;
+# RESERVED_PORTS are refused to everyone but staff (README "Ports on this host").
+PORT_RANGE = env_port_range("TUNNELSITE_PORT_RANGE", (20000, 29999))
+RESERVED_PORTS = env_port_ranges(
+    "TUNNELSITE_RESERVED_PORTS",
+    [
+        (port, port)
+        for port in (bind_port(env_str("TUNNELSITE_BIND", "127.0.0.1:8080")), database_port(DATABASES["default"]))
+        if port is not None
+    ],
+)
 LOG_MAX_BYTES = env_int("TUNNELSITE_LOG_MAX_BYTES", 1024 * 1024, minimum=4096)
 # Network policy for non-staff tunnels (tunnels.netpolicy; README "Security model"): comma lists of rules.
 ALLOWED_TARGETS = env_rules("TUNNELSITE_ALLOWED_TARGETS", port_required=True)

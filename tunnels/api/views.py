@@ -320,7 +320,7 @@ class TunnelViewSet(
             if data["desired_state"] not in Desired.values:
                 raise ValidationError({"desired_state": [f"must be one of {', '.join(Desired.values)}"]})
             start = data["desired_state"] == Desired.RUNNING
-        tunnel = services.create_tunnel(request.user, data, Actor.from_request(request), start=start)
+        tunnel = services.create_tunnel(request.user, data, Actor.from_request(request), start=start, assign_port=True)
         return Response(s.TunnelSerializer(tunnel).data, status=status.HTTP_201_CREATED)
 
     def update(self, request, id=None, partial: bool = False) -> Response:

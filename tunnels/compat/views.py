@@ -150,7 +150,7 @@ class StartAllView(OperateView):
         wait = wait_seconds(request)  # a bad value is a 400 before anything changes
         started, skipped = services.start_all(self.tunnels(), self.actor())
         lines = [f"Starting {len(started)} tunnel(s)", *_outcome_lines(started, True, wait)]
-        lines += [f"skipped (interactive, needs interactive authentication): {_label(t)}" for t in skipped]
+        lines += [f"skipped ({_skip_reason(t)}): {_label(t)}" for t in skipped]
         return Response({"status": "success", "output": plain("\n".join(lines))})
 
 
@@ -236,6 +236,12 @@ class StopView(OneTunnelOperateView):
 def update_data(tunnel: Tunnel, body: dict[str, Any]) -> dict[str, Any]:
     """The original's clients don't know tunnelsite's own settings: unsent ones keep their values."""
     return {"ssh_port": tunnel.ssh_port, "auto_restart": tunnel.auto_restart, **body}
+
+
+def _skip_reason(tunnel: Tunnel) -> str:
+    if tunnel.interactive:
+        return "interactive, needs interactive authentication"
+    return "another tunnel holds its port, change its local_port"
 
 
 class EditView(CompatView):

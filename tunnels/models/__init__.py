@@ -12,6 +12,8 @@ from tunnels.models.tunnel import (
     Status,
     Tunnel,
     TunnelQuerySet,
+    claimed_port,
+    host_port,
     listen_address,
 )
 from tunnels.models.worker import ChangeMarker, WorkerNode
@@ -36,5 +38,7 @@ __all__ = [
     "TunnelQuerySet",
     "TunnelSession",
     "WorkerNode",
+    "claimed_port",
+    "host_port",
     "listen_address",
 ]

@@ -32,6 +32,11 @@ class Status(models.TextChoices):
     FAILED = "failed", "failed"
 
 
+def host_port(host: str, port: int) -> str:
+    """``host:port``, with an IPv6 address in brackets (``[::1]:15001``, never ``::1:15001``)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def listen_address(direction: str, local_port: str, remote_port: str, remote_host: str) -> str:
     """Where a tunnel's entry point listens: ``127.0.0.1:18080`` (ssh -L) or ``host:port`` remote side (ssh -R).
 
@@ -41,8 +46,7 @@ def listen_address(direction: str, local_port: str, remote_port: str, remote_hos
 
     try:
         if direction == REMOTE_TO_LOCAL:
-            host, port = split_local(local_port)
-            return f"{host}:{port}"
+            return host_port(*split_local(local_port))
         host, port = split_remote(remote_port, default_host="localhost")
     except FieldError:
         # A row saved before a validation rule tightened: show it as configured
@@ -50,7 +54,20 @@ def listen_address(direction: str, local_port: str, remote_port: str, remote_hos
         return local_port if direction == REMOTE_TO_LOCAL else remote_port
     # -R: the address ssh asks the server to listen on ("localhost" unless given). Never the server's
     # name or 127.0.0.1: its sshd may bind "localhost" on one loopback family only and not say which.
-    return f"{host}:{port}"
+    return host_port(host, port)
+
+
+def claimed_port(direction: str, local_port: str) -> int | None:
+    """The port a tunnel holds on this host: an -L tunnel's listen port, whatever its address
+    (127.0.0.1:P, [::1]:P, 0.0.0.0:P and [::]:P all hold P); None for -R, which listens elsewhere."""
+    from tunnels.validation import FieldError, split_local
+
+    if direction != REMOTE_TO_LOCAL:
+        return None
+    try:
+        return split_local(local_port)[1]
+    except FieldError:
+        return None
 
 
 class TunnelQuerySet(OwnedQuerySet):
@@ -76,6 +93,9 @@ class Tunnel(models.Model):
         "tunnels.SshKey", null=True, blank=True, on_delete=models.PROTECT, related_name="tunnels"
     )
     hash = models.CharField(max_length=32, editable=False, db_index=True)
+    # The port this tunnel holds on this host (claimed_port); unique across all users, so
+    # the database decides who gets a port when two ask at once. Set by the service layer.
+    listen_port = models.PositiveIntegerField(null=True, blank=True, editable=False)
     # Bumped on every configuration change; the worker restarts a process
     # whose running_generation is behind.
     generation = models.PositiveBigIntegerField(default=1, editable=False)
@@ -113,6 +133,7 @@ class Tunnel(models.Model):
         ordering = ["created_at", "id"]
         constraints = [
             models.UniqueConstraint(fields=["owner", "hash"], name="tunnel_unique_config_per_owner"),
+            models.UniqueConstraint(fields=["listen_port"], name="tunnel_listen_port_claimed"),
             models.CheckConstraint(condition=Q(direction__in=DIRECTIONS), name="tunnel_direction_valid"),
             models.CheckConstraint(condition=Q(desired_state__in=Desired.values), name="tunnel_desired_valid"),
             models.CheckConstraint(condition=Q(status__in=Status.values), name="tunnel_status_valid"),
@@ -151,6 +172,11 @@ class Tunnel(models.Model):
     def is_forward_local(self) -> bool:
         """True for ssh -L (the listening socket is on this machine)."""
         return self.direction == REMOTE_TO_LOCAL
+
+    @property
+    def holds_its_port(self) -> bool:
+        """False for an -L tunnel left without its port (it lost it to an older tunnel): it may not run."""
+        return self.direction != REMOTE_TO_LOCAL or self.listen_port is not None
 
     @property
     def listen(self) -> str:
