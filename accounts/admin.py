@@ -11,7 +11,20 @@ class UserAdmin(DjangoUserAdmin):
     list_display = ("username", "email", "is_staff", "is_active", "max_tunnels", "date_joined")
     fieldsets = (
         *DjangoUserAdmin.fieldsets,
-        ("Quotas", {"fields": ("max_tunnels", "local_port_min", "local_port_max", "allow_nonloopback_bind")}),
+        (
+            "Quotas",
+            {
+                "fields": (
+                    "max_tunnels",
+                    "local_port_min",
+                    "local_port_max",
+                    "effective_port_range",
+                    "allow_nonloopback_bind",
+                ),
+                "description": "Leave both local port fields empty for the server-wide pool "
+                "(TUNNELSITE_PORT_RANGE). The range bounds the ports this user's -L tunnels listen on.",
+            },
+        ),
         (
             "Network grants",
             {
@@ -21,6 +34,16 @@ class UserAdmin(DjangoUserAdmin):
             },
         ),
     )
+    readonly_fields = ("effective_port_range",)
+
+    @admin.display(description="effective port range")
+    def effective_port_range(self, user: User) -> str:
+        low, high = user.port_range
+        if user.is_staff:
+            return f"{low}-{high} (staff may listen on any port)"
+        own = user.local_port_min is not None and user.local_port_max is not None
+        source = "this user's own range" if own else "the server-wide pool"
+        return f"{low}-{high} ({source})"
 
 
 @admin.register(ApiToken)

@@ -8,12 +8,17 @@ The service layer calls these; README "Ports on this host" is the user's view.
 
 from __future__ import annotations
 
+import itertools
+import random
+
 from django.conf import settings
 
 from tunnels.models import Tunnel
 from tunnelsite.errors import QuotaExceeded, ServiceError
 
 LOCAL_PORT = "local_port"
+# After a lost race, the next try picks at random among this many free ports.
+RANDOM_AMONG = 64
 
 
 class PortTaken(ServiceError):
@@ -75,15 +80,22 @@ def ensure_free_for(owner, ports: list[int]) -> None:
         raise PortTaken(port)
 
 
-def free_port(owner) -> int:
-    """The lowest port of ``owner``'s range that no tunnel holds and that is not reserved (staff too)."""
+def free_port(owner, *, first: bool = True) -> int:
+    """A port of ``owner``'s range that no tunnel holds and that is not reserved (for staff too):
+    the lowest, or (``first=False``, after losing one to a concurrent request) any, so that
+    requests racing for ports stop colliding."""
     low, high = owner.port_range
     held = set(Tunnel.objects.filter(listen_port__range=(low, high)).values_list("listen_port", flat=True))
-    for port in range(low, high + 1):
-        if port not in held and not is_reserved(port):
-            return port
-    raise NoFreePort(
-        f"no free port left in your range {low}-{high}: every port in it is taken or reserved; "
-        "delete a tunnel you no longer need, or ask an administrator for a wider range",
-        {LOCAL_PORT: ["no free port left in your range"]},
-    )
+    free = (port for port in range(low, high + 1) if port not in held and not is_reserved(port))
+    if first:
+        port = next(free, None)
+    else:
+        candidates = list(itertools.islice(free, RANDOM_AMONG))
+        port = random.choice(candidates) if candidates else None
+    if port is None:
+        raise NoFreePort(
+            f"no free port left in your range {low}-{high}: every port in it is taken or reserved; "
+            "delete a tunnel you no longer need, or ask an administrator for a wider range",
+            {LOCAL_PORT: ["no free port left in your range"]},
+        )
+    return port

@@ -323,16 +323,14 @@ def create_tunnel(
 def _create_on_free_port(owner, cleaned: dict[str, Any], actor: Actor, start: bool | None) -> Tunnel:
     """Create an -L tunnel on the first free port of the owner's range, retrying when a
     concurrent request claims that port first (the unique claim decides)."""
-    backup = snapshot(owner, "before create", actor)
-    for _ in range(ASSIGN_ATTEMPTS):
-        port = ports.free_port(owner)
+    for attempt in range(ASSIGN_ATTEMPTS):
+        port = ports.free_port(owner, first=attempt == 0)  # NoFreePort: refused before anything is written
         try:
-            return _save_new(owner, {**cleaned, "local_port": str(port)}, actor, start, backup)
+            with transaction.atomic():  # a lost attempt takes its backup row along
+                backup = snapshot(owner, "before create", actor)
+                return _save_new(owner, {**cleaned, "local_port": str(port)}, actor, start, backup)
         except PortTaken:
-            backup = snapshot(owner, "before create", actor)  # the refusal discarded the first
-        except NoFreePort:
-            raise
-    discard_backup(backup)
+            continue  # re-read the claims: the port just went to someone else
     raise NoFreePort("could not claim a free port: other requests kept taking them; try again")
 
 

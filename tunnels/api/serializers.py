@@ -189,6 +189,12 @@ class TunnelWriteSerializer(serializers.Serializer):
 
 
 class TunnelCreateSerializer(TunnelWriteSerializer):
+    local_port = serializers.CharField(
+        required=False,
+        help_text='`port` or `ip:port` / `[ipv6]:port`, e.g. "28080": a port of your range no other tunnel holds. '
+        "Left out (ssh -L only): the server assigns the lowest free port of your range on 127.0.0.1; "
+        "the answer's `local_port` shows it.",
+    )
     desired_state = serializers.ChoiceField(
         choices=Desired.choices,
         required=False,

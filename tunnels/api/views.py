@@ -205,11 +205,16 @@ TUNNEL_REQUEST_EXAMPLE = OpenApiExample(
     request_only=True,
 )
 ID_PARAM = OpenApiParameter("id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="The tunnel's id.")
+# A port clash never says whose port it is (README "Ports on this host").
+TUNNEL_CONFLICT = error(
+    "The same configuration exists, or another tunnel holds the -L port (`local_port`), or no port of your "
+    "range is left to assign. Nothing changed."
+)
 WRITE_RESPONSES = {
     200: s.TunnelSerializer,
     400: BAD_REQUEST,
     404: NOT_FOUND,
-    409: CONFLICT,
+    409: TUNNEL_CONFLICT,
     415: UNSUPPORTED_MEDIA_TYPE,
     **COMMON_ERRORS,
 }
@@ -238,11 +243,14 @@ def _action_schema(summary: str, conflict: bool) -> Any:
     ),
     create=extend_schema(
         summary="Create a tunnel",
+        description="An ssh -L tunnel may leave `local_port` out: the server assigns a free port of your range "
+        "and the answer shows it. `403`: the port is outside your range, reserved, or on an address you may not "
+        "listen on.",
         request=s.TunnelCreateSerializer,
         responses={
             201: s.TunnelSerializer,
             400: BAD_REQUEST,
-            409: CONFLICT,
+            409: TUNNEL_CONFLICT,
             415: UNSUPPORTED_MEDIA_TYPE,
             **COMMON_ERRORS,
         },
@@ -517,7 +525,13 @@ class BackupViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OwnedViewS
         "first). Unchanged tunnels keep running.",
         parameters=[BACKUP_ID],
         request=None,
-        responses={200: s.RestoreResultSerializer, 400: BAD_REQUEST, 404: NOT_FOUND, 409: CONFLICT, **COMMON_ERRORS},
+        responses={
+            200: s.RestoreResultSerializer,
+            400: BAD_REQUEST,
+            404: NOT_FOUND,
+            409: TUNNEL_CONFLICT,
+            **COMMON_ERRORS,
+        },
     )
     @action(detail=True, methods=["post"])
     def restore(self, request, id=None) -> Response:

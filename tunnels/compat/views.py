@@ -43,6 +43,9 @@ def _error(
 
 
 PREFIX_ERRORS = (ex.PREFIX_TOO_SHORT, ex.AMBIGUOUS_PREFIX)
+PORT_OR_SAME = _error(
+    "The same configuration exists, or another tunnel holds its port (`local_port`; never says whose)."
+)
 
 
 def bad_prefix(also: str = "") -> OpenApiResponse:
@@ -256,7 +259,7 @@ class EditView(CompatView):
             200: s.EditResultSerializer,
             400: BAD_REQUEST,
             404: NOT_FOUND,
-            409: _error("The same configuration exists."),
+            409: PORT_OR_SAME,
         },
         request=s.EditInputSerializer,
         examples=ex.EDIT,
@@ -319,7 +322,9 @@ REPLACE_DESCRIPTION = (
 REPLACE_RESPONSES = {
     200: s.MessageSerializer,
     400: BAD_BODY,
-    409: _error("Two entries have the same configuration."),
+    409: _error(
+        "Two entries have the same configuration or listen on one port, or another user's tunnel holds a port."
+    ),
 }
 
 
@@ -372,7 +377,7 @@ class ConfigNewView(CompatView):
         "Add a tunnel",
         "Adds a tunnel and answers it with its hash; a non-interactive tunnel starts by itself. "
         "`name` is required here (as in the original); the configuration is backed up first.",
-        {201: s.CompatTunnelSerializer, 400: BAD_BODY, 409: _error("The same configuration exists.")},
+        {201: s.CompatTunnelSerializer, 400: BAD_BODY, 409: PORT_OR_SAME},
         request=s.NewTunnelInputSerializer,
         examples=ex.CONFIG_NEW,
     )
@@ -392,7 +397,7 @@ UPDATE_RESPONSES = {
     200: s.CompatTunnelSerializer,
     400: BAD_REQUEST,
     404: NOT_FOUND,
-    409: _error("The same configuration exists."),
+    409: PORT_OR_SAME,
 }
 CONFIG_DELETE_RESPONSES = {200: s.MessageSerializer, 400: bad_prefix(), 404: NOT_FOUND}
 
