@@ -18,16 +18,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+_handed_out: set[int] = set()
+
+
 def pool_port(low: int = 20000, high: int = 29999) -> int:
     """A port free on 127.0.0.1 inside the default pool (TUNNELSITE_PORT_RANGE), where an ordinary
     user's -L tunnel may listen. Random, so tests running side by side rarely pick the same one."""
     for _ in range(200):
         port = random.randint(low, high)
+        if port in _handed_out:
+            continue  # two tunnels of one test must not get the same port
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
                 continue
+            _handed_out.add(port)
             return port
     raise RuntimeError(f"no free port in {low}-{high}")
 

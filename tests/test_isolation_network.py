@@ -14,7 +14,7 @@ import threading
 import psutil
 import pytest
 
-from tests.procs import free_port, wait_for
+from tests.procs import free_port, pool_port, wait_for
 from tests.test_worker_e2e import create
 from tests.worker_fixtures import fetch, sshd_tunnel_data, wait_fetch, wait_status
 from tunnels import services
@@ -165,12 +165,12 @@ def run_test(client, tunnel: Tunnel) -> dict:
 def test_a_connection_test_never_touches_a_refused_destination(worker, sshd, owner, owner_key, owner_client, database):
     grant(owner, ssh_destinations="127.0.0.0/8")
     closed = free_port()
-    data = {"remote_port": "80", "local_port": str(free_port()), "ssh_key": str(owner_key.pk)}
+    data = {"remote_port": "80", "ssh_key": str(owner_key.pk), "remote_host": "me@127.0.0.1"}
     to_open = services.create_tunnel(
-        owner, {**data, "name": "open", "remote_host": "me@127.0.0.1", "ssh_port": database.port}, start=False
+        owner, {**data, "name": "open", "local_port": str(pool_port()), "ssh_port": database.port}, start=False
     )
     to_closed = services.create_tunnel(
-        owner, {**data, "name": "closed", "remote_host": "me@127.0.0.1", "ssh_port": closed}, start=False
+        owner, {**data, "name": "closed", "local_port": str(pool_port()), "ssh_port": closed}, start=False
     )
     withdrawn(owner, to_open, ssh_destinations="")
 
