@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.procs import free_port, wait_for
+from tests.procs import pool_port, wait_for
 from tests.worker_fixtures import sshd_tunnel_data, wait_status
 from tunnels import processes, retries, services, ssh
 from tunnels.models import Tunnel
@@ -28,7 +28,7 @@ TRIES = 3  # settings.PORT_CLASH_TRIES default
 def holder():
     """A plain listener on a free loopback port (the program that owns the port)."""
     sock = socket.socket()
-    sock.bind(("127.0.0.1", free_port()))
+    sock.bind(("127.0.0.1", pool_port()))  # inside the pool: an ordinary user may ask for it
     sock.listen(8)
     sock.settimeout(5)
     yield sock
