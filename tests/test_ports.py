@@ -347,7 +347,7 @@ def test_admin_shows_a_users_effective_range(admin_client_, owner):
 def test_ipv6_listen_addresses_are_bracketed(owner, owner_client):
     assert listen_address("remote_to_local", "[::1]:20001", "80", "u@h") == "[::1]:20001"
     assert listen_address("local_to_remote", "20001", "[::1]:2222", "u@h") == "[::1]:2222"
-    assert listen_address("local_to_remote", "20001", "2222", "u@h") == "h:2222"
+    assert listen_address("local_to_remote", "20001", "2222", "u@h") == "localhost:2222"
     make_tunnel(owner, local_port="[::1]:20001")
     assert owner_client.get(URL).json()["entries"][0]["listen"] == "[::1]:20001"
 

@@ -268,7 +268,7 @@ def _save_claiming(tunnel: Tunnel, backup: ConfigBackup) -> None:
 
 
 def discard_backup(backup: ConfigBackup) -> None:
-    (backups_dir() / backup.file_name).unlink(missing_ok=True)
+    backups.delete_files([backup.file_name])
 
 
 def _ensure_unique(owner, hash_value: str, exclude_pk: int | None = None) -> None:
