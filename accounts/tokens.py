@@ -111,3 +111,15 @@ def touch(token: ApiToken) -> None:
         return
     ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
     token.last_used_at = now
+
+
+def unrevoked(queryset):
+    """The tokens of ``queryset`` that were not revoked (lists show these; expired ones too, marked)."""
+    return queryset.filter(revoked_at__isnull=True)
+
+
+def revoke(token: ApiToken) -> None:
+    """The token stops working at once; its row stays so the request history can still name it."""
+    now = timezone.now()
+    ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=now)
+    token.revoked_at = token.revoked_at or now

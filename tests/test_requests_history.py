@@ -129,3 +129,17 @@ def test_list_query_count_is_constant(owner, django_assert_num_queries):
 def test_health_check_is_not_recorded(client):
     client.get("/api/v1/status")
     assert not ApiRequest.objects.filter(path__startswith="/api/v1/status").exists()
+
+
+def test_filters_by_path_contains_and_until(owner):
+    client = client_for(owner)
+    client.get("/api/v1/tokens/")
+    client.get(ME)
+    old = ApiRequest.objects.create(user=owner, method="GET", path="/api/v1/tunnels/", status=200, duration_ms=1)
+    ApiRequest.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=3))
+    paths = {e["path"] for e in client.get(URL, {"path_contains": "TOKENS"}).json()["entries"]}
+    assert paths == {"/api/v1/tokens/"}
+    two_days_ago = (timezone.now() - timedelta(days=2)).date().isoformat()
+    assert [e["path"] for e in client.get(URL, {"until": two_days_ago}).json()["entries"]] == ["/api/v1/tunnels/"]
+    response = client.get(URL, {"until": "soon"})
+    assert response.status_code == 400 and "until" in response.json()["fields"]

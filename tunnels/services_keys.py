@@ -262,7 +262,7 @@ def _from_entry(item: Any) -> str:
     return f"!{text}" if negated else text
 
 
-def authorized_keys_line(key: SshKey, from_addresses: Any = None) -> str:
+def authorized_keys_line(key: SshKey, from_addresses: Any = None, tunnels: Iterable[Tunnel] | None = None) -> str:
     """The line for ``~/.ssh/authorized_keys`` letting ``key`` do only what its owner's tunnels need.
 
     ``restrict`` turns everything off; ``port-forwarding`` with permitopen (ssh -L
@@ -270,9 +270,13 @@ def authorized_keys_line(key: SshKey, from_addresses: Any = None) -> str:
     tunnels' forwards. A direction no tunnel uses gets a permit that matches no
     real request (sshd allows every forward of a direction left unlisted). A key
     no tunnel uses gets ``restrict`` alone: it may log in and do nothing.
+
+    ``tunnels``: the key's tunnels when the caller already fetched them (a list
+    of keys prefetches them in one query instead of one per key).
     """
     sources = clean_from(from_addresses)
-    permits = {permit_for(tunnel) for tunnel in tunnels_using(key) if tunnel.owner_id == key.owner_id}
+    using = tunnels_using(key) if tunnels is None else tunnels
+    permits = {permit_for(tunnel) for tunnel in using if tunnel.owner_id == key.owner_id}
     options = ["restrict"]
     if permits:
         opens = sorted(value for option, value in permits if option == "permitopen") or [NO_OPEN]

@@ -9,7 +9,6 @@ from django.conf import settings
 from django.contrib.auth import authenticate, get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db.models import Count
-from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
@@ -20,7 +19,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts import keys, tokens
+from accounts import history, keys, tokens
 from accounts.api import serializers as s
 from accounts.api.openapi import (
     AUTH_ERRORS,
@@ -41,7 +40,6 @@ from accounts.throttles import AnonThrottle, LoginAddressThrottle, LoginUsername
 from accounts.visibility import OwnedViewSet, OwnerFilter
 from tunnelsite.api import error_response
 from tunnelsite.pagination import TotalEntriesPagination
-from tunnelsite.params import is_whole_number, parse_since
 from tunnelsite.schema import NOT_FOUND
 
 User = get_user_model()
@@ -75,7 +73,7 @@ class TokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Dest
     owner_param = "user"
 
     def base_queryset(self):
-        return ApiToken.objects.filter(revoked_at__isnull=True).select_related("user")
+        return tokens.unrevoked(ApiToken.objects.select_related("user"))
 
     @extend_schema(
         summary="Create an API token",
@@ -100,7 +98,7 @@ class TokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Dest
         return Response(s.TokenCreatedSerializer(token).data, status=status.HTTP_201_CREATED)
 
     def perform_destroy(self, instance: ApiToken) -> None:
-        ApiToken.objects.filter(pk=instance.pk).update(revoked_at=timezone.now())
+        tokens.revoke(instance)
 
 
 @extend_schema_view(
@@ -319,10 +317,12 @@ class MeView(APIView):
             **AUTH_ERRORS,
         },
         parameters=[
-            OpenApiParameter("method", str, description="HTTP method, e.g. POST."),
-            OpenApiParameter("status", int, description="Response status code."),
-            OpenApiParameter("path", str, description="Path prefix, e.g. /api/v1/tunnels/."),
-            OpenApiParameter("since", OpenApiTypes.DATETIME, description="Only requests at or after this time."),
+            OpenApiParameter("method", str, description=history.FILTERS["method"]),
+            OpenApiParameter("status", int, description=history.FILTERS["status"]),
+            OpenApiParameter("path", str, description=history.FILTERS["path"]),
+            OpenApiParameter("path_contains", str, description=history.FILTERS["path_contains"]),
+            OpenApiParameter("since", OpenApiTypes.DATETIME, description=history.FILTERS["since"]),
+            OpenApiParameter("until", OpenApiTypes.DATETIME, description=history.FILTERS["until"]),
         ],
     )
 )
@@ -336,29 +336,7 @@ class ApiRequestViewSet(mixins.ListModelMixin, OwnedViewSet):
 
     def base_queryset(self):
         queryset = ApiRequest.objects.select_related("user")
-        return self._filter(queryset, self.request.query_params).order_by("-created_at", "-id")
-
-    @staticmethod
-    def _filter(queryset, params):
-        if params.get("method"):
-            queryset = queryset.filter(method=params["method"].upper())
-        if params.get("status"):
-            queryset = queryset.filter(status=_status_code(params["status"]))
-        if params.get("path"):
-            queryset = queryset.filter(path__startswith=params["path"])
-        if params.get("since"):
-            try:
-                since = parse_since(params["since"])
-            except ValueError as exc:
-                raise ValidationError({"since": [str(exc)]}) from None
-            queryset = queryset.filter(created_at__gte=since)
-        return queryset
-
-
-def _status_code(value: str) -> int:
-    if not (is_whole_number(value) and 100 <= int(value) <= 599):
-        raise ValidationError({"status": ["must be an HTTP status code (100-599)"]})
-    return int(value)
+        return history.newest_first(history.filter_requests(queryset, self.request.query_params))
 
 
 class LoginView(APIView):
