@@ -79,5 +79,5 @@ class SessionScheme(OpenApiAuthenticationExtension):
             "type": "apiKey",
             "in": "cookie",
             "name": "sessionid",
-            "description": "Browser session (log in at /admin/login/); unsafe methods need the CSRF token.",
+            "description": "Browser session (log in at /login/); unsafe methods need the CSRF token.",
         }

@@ -10,7 +10,7 @@ from accounts import tokens
 from accounts.models import DEFAULT_SCOPES
 from tests import sshd as sshd_mod
 
-pytest_plugins = ["tests.worker_fixtures"]
+pytest_plugins = ["tests.worker_fixtures", "tests.browser"]
 
 
 @pytest.fixture(autouse=True)

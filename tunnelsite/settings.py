@@ -124,7 +124,9 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
-LOGIN_URL = "/admin/login/"
+LOGIN_URL = "/login/"  # the dashboard's login (the admin keeps its own for staff)
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/"
 
 # Request bodies: the largest legitimate body is a replace-all of a few
 # thousand tunnels; anything bigger is refused before parsing.

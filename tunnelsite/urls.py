@@ -17,6 +17,8 @@ urlpatterns = [
     path("api/redoc/", docs.RedocView.as_view(url_name="schema"), name="redoc"),
     path("api/redoc/redoc.standalone.js", docs.redoc_bundle_view, name="redoc-bundle"),
     path("api/autossh/", include("tunnels.compat.urls")),
+    # The dashboard: / (login for visitors), /login/, /logout/, /password/, /tunnels/...
+    path("", include("tunnels.dashboard.urls")),
     # The autossh manager's own paths (/list, /status, ...) live at the root.
     path("", include("tunnels.compat.urls")),
 ]
