@@ -65,7 +65,8 @@ class LoginFailureThrottle(_LiveRates, throttling.SimpleRateThrottle):
 
     @staticmethod
     def _username(request) -> str:
-        data = getattr(request, "data", None) or {}
+        # A DRF request has .data; the dashboard's login form is a plain Django request (.POST).
+        data = getattr(request, "data", None) or getattr(request, "POST", None) or {}
         value = data.get("username", "") if hasattr(data, "get") else ""
         return str(value).strip().lower()[:150]
 

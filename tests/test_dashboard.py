@@ -279,3 +279,15 @@ def test_tunnel_page_shows_the_authorized_keys_line_of_its_key(alice, owner):
     html = alice.get(f"/tunnels/{tunnel.uuid}/").content.decode()
     assert "restrict,port-forwarding,permitopen=&quot;db.internal:5432&quot;" in html
     assert key.public_key.split()[1] in html
+
+
+def test_failed_logins_are_throttled_like_the_api(client, owner, settings):
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {**settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"], "login_username": "2/minute"},
+    }
+    for _ in range(2):
+        assert client.post("/login/", {"username": "alice", "password": "wrong"}).status_code == 200
+    refused = client.post("/login/", {"username": "alice", "password": "alice-pass-123"})
+    assert refused.status_code == 429 and "Too many failed logins" in refused.content.decode()
+    assert "_auth_user_id" not in client.session

@@ -38,6 +38,23 @@ def same_document(page) -> bool:
     return page.evaluate("window.__sameDocument === true")
 
 
+def polls_pause_while_hidden(page) -> bool:
+    """No table refresh while the tab is hidden; one as soon as it shows again."""
+    polls: list[str] = []
+    page.on("request", lambda request: polls.append(request.url) if "/tunnels/table/" in request.url else None)
+    page.evaluate("Object.defineProperty(document, 'hidden', {value: true, configurable: true})")
+    page.wait_for_timeout(300)  # a poll already in flight may still land
+    polls.clear()
+    page.wait_for_timeout(4_000)  # longer than the 3 s interval
+    hidden_polls = len(polls)
+    page.evaluate(
+        "Object.defineProperty(document, 'hidden', {value: false, configurable: true});"
+        "document.dispatchEvent(new Event('visibilitychange'))"
+    )
+    page.wait_for_timeout(1_000)
+    return hidden_polls == 0 and len(polls) >= 1
+
+
 def create_through_form(page, sshd, target_port: int, listen_port: int) -> None:
     page.get_by_role("link", name="Add a tunnel").first.click()
     page.get_by_label("-L · local forward").check()
@@ -77,8 +94,12 @@ def test_user_runs_a_tunnel_from_the_browser(page_for, worker, sshd, owner, othe
     mark_loaded(page)
     expect()(row.locator(".badge")).to_have_text("running", timeout=WAIT_MS)
     assert same_document(page)
+    assert polls_pause_while_hidden(page)
     readme_shot = screenshot(page, "dashboard")
     publish(readme_shot, README_IMAGE)
+    page.emulate_media(color_scheme="dark")
+    screenshot(page, "dashboard-dark")
+    page.emulate_media(color_scheme="light")
     phone.goto("/")
     screenshot(phone, "dashboard")
 

@@ -74,6 +74,7 @@ class TunnelForm(forms.Form):
     )
 
     def __init__(self, *args: Any, owner: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("label_suffix", "")
         super().__init__(*args, **kwargs)
         keys = SshKey.objects.owned_by(owner).order_by("name").values_list("id", "name")
         self.fields["ssh_key"].choices = [("", "— none —"), *((str(pk), name) for pk, name in keys)]
