@@ -202,6 +202,7 @@ def test_tunnel_page_shows_configuration_log_and_copy_buttons(alice, owner, sett
     assert "second line" in html
     assert f'data-copy="{tunnel.uuid}"' in html and f'data-copy="{tunnel.hash}"' in html
     assert "This tunnel uses no SSH key of yours." in html
+    assert f'action="/tunnels/{tunnel.uuid}/edit/"' in html and 'value="paged"' in html  # edit in place
     fragment = alice.get(f"/tunnels/{tunnel.uuid}/log/").content.decode()
     assert "second line" in fragment and logfiles.path_for(tunnel.uuid) == tunnel.log_path
 

@@ -84,6 +84,14 @@ def test_user_runs_a_tunnel_from_the_browser(page_for, worker, sshd, owner, othe
     phone.goto(f"/tunnels/{tunnel.uuid}/")
     screenshot(phone, "tunnel")
 
+    # Edit in place: the configuration card opens its form on the page.
+    page.get_by_text("Edit configuration").click()
+    page.get_by_role("checkbox", name="Restart when it drops").uncheck()
+    page.get_by_role("button", name="Save").click()
+    expect()(page.locator("#configuration")).to_contain_text("Restart when it dropsno")
+    tunnel.refresh_from_db()
+    assert tunnel.auto_restart is False
+
     # The table: stop, then start again, and watch the badge follow without reloading.
     page.get_by_role("link", name="← Tunnels").click()
     row = page.locator(f"#row-{tunnel.uuid}")

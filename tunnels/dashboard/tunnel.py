@@ -69,6 +69,7 @@ def detail(request: HttpRequest, tunnel_id: str) -> HttpResponse:
         .select_related("requested_by")
         .order_by("-started_at", "-id")[:SESSIONS_SHOWN],
         "test": preflight.tests_of(tunnel).first(),
+        "form": TunnelForm(owner=request.user, initial=initial_for(tunnel)),
         "key_line": line,
         "no_key_line": no_line,
     }
