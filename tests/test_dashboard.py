@@ -292,3 +292,15 @@ def test_failed_logins_are_throttled_like_the_api(client, owner, settings):
     refused = client.post("/login/", {"username": "alice", "password": "alice-pass-123"})
     assert refused.status_code == 429 and "Too many failed logins" in refused.content.decode()
     assert "_auth_user_id" not in client.session
+
+
+@pytest.mark.real_network_policy
+def test_policy_refusal_is_shown_on_the_form_and_creates_nothing(alice, owner):
+    response = alice.post(
+        "/tunnels/add/", tunnel_data(name="loop", remote_host="me@127.0.0.1", direction="remote_to_local")
+    )
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert 'class="errors" role="alert"' in html or 'class="error"' in html
+    assert "127.0.0.1" in html
+    assert not Tunnel.objects.filter(owner=owner).exists()
