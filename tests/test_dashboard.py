@@ -242,6 +242,12 @@ def test_anonymous_is_sent_to_login(client, owner):
     assert response.status_code == 302 and response["Location"].startswith("/login/")
 
 
+def test_a_poll_after_logout_sends_the_page_to_login(client):
+    response = client.get("/tunnels/table/", headers={"HX-Request": "true"})
+    assert response.status_code == 200 and response["HX-Redirect"] == "/login/"
+    assert response.content == b""
+
+
 def test_every_change_needs_the_csrf_token(owner):
     client = Client(enforce_csrf_checks=True)
     client.force_login(owner)

@@ -79,6 +79,11 @@ def test_user_runs_a_tunnel_from_the_browser(page_for, worker, sshd, owner, othe
     expect()(page.locator("#tunnel-log pre.log")).not_to_be_empty(timeout=WAIT_MS)
     assert same_document(page)
     wait_fetch(listen_port, f"hello from target {target_server.port}")
+
+    # Test connection: the worker runs it and the steps appear.
+    page.get_by_role("button", name="Test connection").click()
+    expect()(page.locator("#tunnel-test .badge")).to_have_text("passed", timeout=WAIT_MS)
+    expect()(page.locator("#tunnel-test .steps")).to_contain_text("auth")
     screenshot(page, "tunnel")
     phone = page_for(owner, "alice-pass-123", viewport=PHONE)
     phone.goto(f"/tunnels/{tunnel.uuid}/")

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.db.models import Model, QuerySet
@@ -43,4 +44,16 @@ def page(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
         except Http404:
             return not_found_page(request)
 
-    return login_required(wrapped)
+    protected = login_required(wrapped)
+
+    @wraps(view)
+    def checked(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if request.headers.get("HX-Request") and not request.user.is_authenticated:
+            # A poll after the session ended: send the whole page to the login form instead of
+            # swapping the login page into a table.
+            response = HttpResponse(status=200)
+            response["HX-Redirect"] = settings.LOGIN_URL
+            return response
+        return protected(request, *args, **kwargs)
+
+    return checked
