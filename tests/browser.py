@@ -7,8 +7,10 @@ against pytest-django's ``live_server``; ``screenshot(page, name)`` writes
 
 Chromium comes from the distribution (``/usr/bin/chromium``; bin/setup-env
 installs it), never Playwright's own download. Teardown closes every context and
-the browser, then kills by PID any chromium or driver process this module
-started that is still alive, also when a test failed.
+the browser, then kills by PID any chromium, crashpad or driver process this
+module started that is still alive, also when a test failed. Chromium runs with
+a private HOME (a temporary folder, removed at the end), so its crash handlers,
+which detach from the process tree, can still be told apart from other browsers.
 Registered as a plugin in tests/conftest.py.
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -53,6 +56,16 @@ def _descendants() -> set[int]:
     return {child.pid for child in psutil.Process().children(recursive=True)}
 
 
+def _marked(home: str) -> set[int]:
+    """Processes naming our private HOME: chromium's crashpad handlers detach to PID 1 at once, so only
+    their ``--database=<HOME>/...`` argument says they are ours."""
+    found = set()
+    for proc in psutil.process_iter(["cmdline"]):
+        if home in " ".join(proc.info["cmdline"] or ()):
+            found.add(proc.pid)
+    return found
+
+
 def _kill(pids: set[int]) -> None:
     """SIGKILL what is left of ``pids`` (chromium and the Playwright driver), and reap it."""
     alive = []
@@ -81,19 +94,22 @@ def browser() -> Iterator[object]:
     previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     before = _descendants()
+    home = tempfile.mkdtemp(prefix="tunnelsite-chromium-")
+    env = {**os.environ, "HOME": home, "XDG_CONFIG_HOME": f"{home}/config", "XDG_CACHE_HOME": f"{home}/cache"}
     driver = sync_playwright().start()
     try:
-        launched = driver.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        launched = driver.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS, env=env)
         try:
             yield launched
         finally:
             started = _descendants() - before
             launched.close()
-            _kill(started & _descendants())
+            _kill((started & _descendants()) | _marked(home))
     finally:
         started = _descendants() - before
         driver.stop()
-        _kill(started & _descendants())
+        _kill((started & _descendants()) | _marked(home))
+        shutil.rmtree(home, ignore_errors=True)
         if previous is None:
             os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
         else:
