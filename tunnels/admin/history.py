@@ -1,0 +1,48 @@
+"""Admin pages of the records tunnels leave: sessions, configuration backups, connection tests."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+
+from tunnels.models import ConfigBackup, ConnectionTest, TunnelSession
+
+
+@admin.register(TunnelSession)
+class TunnelSessionAdmin(admin.ModelAdmin):
+    list_display = ("name", "owner", "hash", "pid", "node", "started_at", "ended_at", "exit_reason")
+    list_filter = ("exit_reason", "node", "direction")
+    list_select_related = ("owner",)
+    search_fields = ("name", "hash", "owner__username")
+    raw_id_fields = ("tunnel", "owner", "requested_by", "token", "ended_by")
+    date_hierarchy = "started_at"
+
+
+@admin.register(ConfigBackup)
+class ConfigBackupAdmin(admin.ModelAdmin):
+    list_display = ("created_at", "owner", "reason", "file_name")
+    list_select_related = ("owner",)
+    search_fields = ("owner__username", "reason")
+    raw_id_fields = ("owner", "actor")
+    readonly_fields = ("tunnels", "file_name", "created_at")
+
+    def get_queryset(self, request):
+        # The change list never shows the snapshot; loading it would decode every row's JSON.
+        return super().get_queryset(request).defer("tunnels")
+
+
+@admin.register(ConnectionTest)
+class ConnectionTestAdmin(admin.ModelAdmin):
+    """Read-only: tests are requested with the tunnels' "Test connection" action and run by a worker."""
+
+    list_display = ("created_at", "tunnel", "owner", "state", "ok", "step", "detail", "node", "finished_at")
+    list_filter = ("state", "ok", "step")
+    list_select_related = ("tunnel", "owner")
+    search_fields = ("tunnel__name", "owner__username", "detail")
+    raw_id_fields = ("tunnel", "owner", "requested_by")
+    date_hierarchy = "created_at"
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False

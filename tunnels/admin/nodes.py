@@ -1,0 +1,51 @@
+"""Admin page of the worker nodes: when each last reported, and which ones stopped reporting."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib import admin
+from django.utils import timezone
+from django.utils.safestring import SafeString
+
+from tunnels.admin.badges import GREEN, RED, badge
+from tunnels.models import WorkerNode
+
+
+def heartbeat_age(node: WorkerNode, now=None) -> timedelta:
+    return (now or timezone.now()) - node.last_seen
+
+
+def is_stale(node: WorkerNode, now=None) -> bool:
+    """Past its lease, other nodes may take its tunnels over (tunnels.reconciler reads the same setting)."""
+    return heartbeat_age(node, now) > timedelta(seconds=settings.WORKER_LEASE_SECONDS)
+
+
+def describe_age(age: timedelta) -> str:
+    seconds = max(0, int(age.total_seconds()))
+    if seconds < 120:
+        return f"{seconds} s ago"
+    if seconds < 7200:
+        return f"{seconds // 60} min ago"
+    if seconds < 2 * 86400:
+        return f"{seconds // 3600} h ago"
+    return f"{seconds // 86400} days ago"
+
+
+@admin.register(WorkerNode)
+class WorkerNodeAdmin(admin.ModelAdmin):
+    list_display = ("name", "health", "heartbeat", "hostname", "pid", "version", "started_at", "last_seen")
+    search_fields = ("name", "hostname")
+    ordering = ("-last_seen",)
+
+    @admin.display(description="heartbeat", ordering="-last_seen")
+    def heartbeat(self, node: WorkerNode) -> str:
+        return describe_age(heartbeat_age(node))
+
+    @admin.display(description="health")
+    def health(self, node: WorkerNode) -> SafeString:
+        lease = settings.WORKER_LEASE_SECONDS
+        if is_stale(node):
+            return badge("stale", RED, f"no heartbeat within the {lease} s lease (TUNNELSITE_WORKER_LEASE)")
+        return badge("alive", GREEN, f"reported within the {lease} s lease")
