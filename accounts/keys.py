@@ -19,8 +19,7 @@ def create(user, *, label: str = "", scopes: list[str] | None = None) -> tuple[A
     with transaction.atomic():
         # Lock the user row so two concurrent creates cannot both pass the count.
         type(user).objects.select_for_update().filter(pk=user.pk).first()
-        if AccessKey.objects.filter(user=user).count() >= MAX_KEYS_PER_USER:
-            raise QuotaExceeded(f"access key limit reached: at most {MAX_KEYS_PER_USER} keys per user")
+        check_room(user)
         key = AccessKey.objects.create(
             user=user,
             label=label,
@@ -28,6 +27,12 @@ def create(user, *, label: str = "", scopes: list[str] | None = None) -> tuple[A
             scopes=list(DEFAULT_SCOPES if scopes is None else scopes),
         )
     return key, secret
+
+
+def check_room(user) -> None:
+    """Refuse (403) a key beyond the per-user limit; forms call it to show the problem before saving."""
+    if AccessKey.objects.filter(user=user).count() >= MAX_KEYS_PER_USER:
+        raise QuotaExceeded(f"access key limit reached: at most {MAX_KEYS_PER_USER} keys per user")
 
 
 def secret_of(key: AccessKey) -> str | None:

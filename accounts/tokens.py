@@ -10,7 +10,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 
-from accounts.models import DEFAULT_SCOPES, ApiToken
+from accounts.models import DEFAULT_SCOPES, SCOPE_ADMIN, ApiToken
 
 PREFIX = "tsk_"
 LOOKUP_BYTES = 9
@@ -53,6 +53,16 @@ def split_raw(raw: str) -> tuple[str, str] | None:
     if len(body) < LOOKUP_CHARS + 2 or body[LOOKUP_CHARS] != "_":
         return None
     return body[:LOOKUP_CHARS], body[LOOKUP_CHARS + 1 :]
+
+
+ADMIN_ONLY_STAFF = "the 'admin' scope is only available to staff users"
+
+
+def scope_problem(user, scopes) -> str | None:
+    """Why ``user`` may not hold a credential with ``scopes`` (tokens and access keys), or None."""
+    if SCOPE_ADMIN in scopes and not user.is_staff:
+        return ADMIN_ONLY_STAFF
+    return None
 
 
 def mint(

@@ -8,7 +8,8 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from accounts.models import ALL_SCOPES, SCOPE_ADMIN, AccessKey, ApiRequest, ApiToken, grant_problems
+from accounts.models import ALL_SCOPES, AccessKey, ApiRequest, ApiToken, grant_problems
+from accounts.tokens import scope_problem
 
 User = get_user_model()
 
@@ -31,8 +32,8 @@ def check_grantable(scopes: list[str], request) -> list[str]:
     from accounts.permissions import granted_scopes
 
     scopes = sorted(set(scopes))
-    if SCOPE_ADMIN in scopes and not request.user.is_staff:
-        raise serializers.ValidationError("the 'admin' scope is only available to staff users")
+    if problem := scope_problem(request.user, scopes):
+        raise serializers.ValidationError(problem)
     beyond = set(scopes) - granted_scopes(request)
     if beyond:
         raise serializers.ValidationError(
