@@ -39,6 +39,12 @@ class WorkerNodeAdmin(admin.ModelAdmin):
     search_fields = ("name", "hostname")
     ordering = ("-last_seen",)
 
+    def has_add_permission(self, request) -> bool:
+        return False  # workers register themselves; a dead node's row may be deleted
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
     @admin.display(description="heartbeat", ordering="-last_seen")
     def heartbeat(self, node: WorkerNode) -> str:
         return describe_age(heartbeat_age(node))

@@ -17,7 +17,7 @@ from tunnels.validation import CONFIG_FIELDS, TunnelDataError, clean_tunnel_data
 
 LOG_LINES = 50  # lines of the log shown on the change page
 RECENT_SESSIONS = 10  # sessions shown on the change page (the sessions list has them all)
-ERROR_CHARS = 60  # of the last error in the list; the whole text is on hover
+ERROR_CHARS = 48  # of the last error in the list; the whole text is on hover
 EDITABLE = ["owner", *CONFIG_FIELDS, "ssh_key", "desired_state"]
 STATE_FIELDS = (
     "status_badge",
@@ -108,14 +108,14 @@ class TunnelAdmin(admin.ModelAdmin):
     form = TunnelAdminForm
     # Few, narrow columns so the list fits 1280 px; the change page has everything.
     list_display = (
-        "name",
+        "tunnel_name",
         "owner",
         "flag",
         "status_badge",
         "desired_state",
         "error_short",
-        "restart_count",
-        "node",
+        "restarts",
+        "node_name",
         "hash_prefix",
     )
     list_filter = (
@@ -132,6 +132,18 @@ class TunnelAdmin(admin.ModelAdmin):
     actions = ["start_tunnels", "stop_tunnels", "restart_tunnels", "test_connections"]
 
     # --- columns ------------------------------------------------------------
+
+    @admin.display(description="name", ordering="name")
+    def tunnel_name(self, obj: Tunnel) -> SafeString:
+        return format_html('<span style="white-space:nowrap">{}</span>', obj.name)
+
+    @admin.display(description="node", ordering="node")
+    def node_name(self, obj: Tunnel) -> SafeString:
+        return format_html('<span style="white-space:nowrap">{}</span>', obj.node)
+
+    @admin.display(description="restarts", ordering="restart_count")
+    def restarts(self, obj: Tunnel) -> int:
+        return obj.restart_count
 
     @admin.display(description="hash")
     def hash_prefix(self, obj: Tunnel) -> str:
