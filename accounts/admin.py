@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from django import forms
 from django.conf import settings
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.template.response import TemplateResponse
 
@@ -118,11 +118,14 @@ class TokenChangeForm(CredentialForm):
         fields = ["label", "scopes", "expires_at", "revoked_at"]
 
 
-def _show_created(request, opts, obj, *, what: str, fields: list[tuple[str, str]], usage: str) -> TemplateResponse:
+def _show_created(
+    admin_page: admin.ModelAdmin, request, obj, *, what: str, fields: list[tuple[str, str]], usage: str
+) -> TemplateResponse:
     """The one page that shows a new credential's secret (no redirect: it never sits in a message cookie)."""
     context = {
+        **admin_page.admin_site.each_context(request),  # header, user links, theme like every admin page
         "title": f"{what} created",
-        "opts": opts,
+        "opts": admin_page.opts,
         "what": what,
         "fields": fields,
         "usage": usage,
@@ -142,6 +145,15 @@ class ApiTokenAdmin(admin.ModelAdmin):
     raw_id_fields = ("user",)
     # Only the lookup part is shown; the digest and pepper id are of no use to anybody reading.
     readonly_fields = ("user", "prefix", "kind", "created_at", "last_used_at")
+    actions = ["revoke_tokens"]
+
+    @admin.action(description="Revoke selected tokens")
+    def revoke_tokens(self, request, queryset) -> None:
+        revoked = 0
+        for token in tokens.unrevoked(queryset):
+            tokens.revoke(token)
+            revoked += 1
+        messages.info(request, f"{revoked} revoked (they stop working at once)")
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         kwargs["form"] = TokenChangeForm if obj is not None else TokenAddForm
@@ -173,7 +185,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
     def response_add(self, request, obj: ApiToken, post_url_continue=None):
         usage = "Send it as Authorization: Bearer <token>. Copy it now: it is not shown again."
         fields = [("token", obj.raw_token), ("prefix", obj.prefix), ("user", obj.user.username)]
-        return _show_created(request, self.opts, obj, what="API token", fields=fields, usage=usage)
+        return _show_created(self, request, obj, what="API token", fields=fields, usage=usage)
 
 
 class AccessKeyAddForm(CredentialForm):
@@ -234,7 +246,7 @@ class AccessKeyAdmin(admin.ModelAdmin):
     def response_add(self, request, obj: AccessKey, post_url_continue=None):
         usage = "Sign requests with the key id and this secret (README: HTTP Signatures). Copy it now."
         fields = [("key id", str(obj.pk)), ("secret", obj.raw_secret), ("user", obj.user.username)]
-        return _show_created(request, self.opts, obj, what="Access key", fields=fields, usage=usage)
+        return _show_created(self, request, obj, what="Access key", fields=fields, usage=usage)
 
 
 @admin.register(ApiRequest)

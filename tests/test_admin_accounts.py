@@ -10,7 +10,7 @@ from django.conf import settings
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from accounts import keys
+from accounts import keys, tokens
 from accounts.models import AccessKey, ApiToken
 from tunnels.models import WorkerNode
 
@@ -49,6 +49,7 @@ def test_token_added_in_the_admin_works_and_is_shown_once(client, root, owner):
     assert response.status_code == 200
     page = response.content.decode()
     raw = shown(page, "token")
+    assert "tunnelsite administration" in page and "Log out" in page  # an admin page like the others
     token = ApiToken.objects.get(user=owner)
     assert raw.startswith(token.prefix + "_") and token.digest and token.scopes == ["read"]
     assert token.expires_at > timezone.now() + timedelta(days=6)
@@ -129,3 +130,15 @@ def test_worker_nodes_show_heartbeat_age_and_stale_ones(client, root):
     assert ">stale<" in rows["old-node"]
     age = re.search(r"(\d+) s ago", rows["old-node"])
     assert age and lease + 30 <= int(age.group(1)) <= lease + 40
+
+
+def test_revoke_action_stops_tokens_working(client, root, owner):
+    token, raw = tokens.mint(owner, label="leaked")
+    kept, _ = tokens.mint(owner, label="kept")
+    response = client.post(TOKENS, {"action": "revoke_tokens", "_selected_action": [token.pk]}, follow=True)
+    assert "1 revoked" in response.content.decode()
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    assert api.get(ME).status_code == 401
+    token.refresh_from_db(), kept.refresh_from_db()
+    assert token.revoked_at is not None and kept.revoked_at is None
