@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils.html import escape
 
 from tests.factories import make_tunnel, tunnel_data
-from tunnels import services, services_keys
+from tunnels import services, services_keys, services_owner
 from tunnels.admin.tunnels import ERROR_CHARS
 from tunnels.models import ConfigBackup, Desired, Status, Tunnel, TunnelSession
 from tunnels.validation import CONFIG_FIELDS
@@ -90,7 +91,7 @@ def test_moving_a_tunnel_with_the_old_owners_key_is_refused_until_a_key_is_chose
     tunnel = make_tunnel(owner)
     assert tunnel.ssh_key == key  # the owner's only key is the default
     response = post_change(client, tunnel, owner=other.pk)
-    assert response.status_code == 200 and b"belongs to the old owner" in response.content
+    assert response.status_code == 200 and escape(services_owner.OLD_OWNERS_KEY) in response.content.decode()
     tunnel.refresh_from_db()
     assert tunnel.owner == owner and tunnel.ssh_key == key
 
@@ -98,6 +99,22 @@ def test_moving_a_tunnel_with_the_old_owners_key_is_refused_until_a_key_is_chose
     assert post_change(client, tunnel, owner=other.pk, ssh_key=theirs.pk).status_code == 302
     tunnel.refresh_from_db()
     assert (tunnel.owner, tunnel.ssh_key) == (other, theirs)
+
+
+def test_change_owner_service_keeps_no_key_of_the_old_owner(owner, other, staff):
+    mine, theirs = services_keys.generate_key(owner, "laptop"), services_keys.generate_key(other, "desktop")
+    tunnel = make_tunnel(owner)
+    with pytest.raises(services.InvalidInput, match="belongs to the old owner"):
+        services_owner.change_owner(tunnel, other)  # keeping the key is refused
+    with pytest.raises(services.InvalidInput, match="belongs to the old owner"):
+        services_owner.change_owner(tunnel, other, ssh_key=mine.pk)
+    with pytest.raises(services.InvalidInput, match="no such key"):
+        services_owner.change_owner(tunnel, staff, ssh_key=theirs.pk)  # someone else's key
+    tunnel.refresh_from_db()
+    assert (tunnel.owner, tunnel.ssh_key) == (owner, mine)
+    moved = services_owner.change_owner(tunnel, other, services.Actor(user=staff), ssh_key=None)
+    assert (moved.owner, moved.ssh_key) == (other, None)
+    assert ConfigBackup.objects.filter(owner=other, actor=staff).exists()
 
 
 def test_moving_a_tunnel_respects_the_new_owners_limit(client, root, owner, other):

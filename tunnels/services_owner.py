@@ -42,7 +42,8 @@ def _new_key(tunnel: Tunnel, new_owner, ssh_key: Any) -> SshKey | None:
     try:
         return resolve_key(new_owner, value)
     except InvalidInput:
-        if ssh_key is KEEP or value == tunnel.ssh_key_id:
+        chosen = value.pk if isinstance(value, SshKey) else value
+        if ssh_key is KEEP or str(chosen) == str(tunnel.ssh_key_id):
             raise InvalidInput(f"{KEY_FIELD}: {OLD_OWNERS_KEY}", {KEY_FIELD: [OLD_OWNERS_KEY]}) from None
         raise
 
