@@ -200,7 +200,7 @@ def test_tunnel_page_shows_configuration_log_and_copy_buttons(alice, owner, sett
     tunnel.log_path.write_text("first line\nsecond line\n")
     html = alice.get(f"/tunnels/{tunnel.uuid}/").content.decode()
     assert "second line" in html
-    assert f'data-copy="{tunnel.uuid}"' in html and f'data-copy="{tunnel.hash}"' in html
+    assert f'data-needs-js hidden data-copy="{tunnel.uuid}"' in html and f'data-copy="{tunnel.hash}"' in html
     assert "This tunnel uses no SSH key of yours." in html
     assert f'action="/tunnels/{tunnel.uuid}/edit/"' in html and 'value="paged"' in html  # edit in place
     fragment = alice.get(f"/tunnels/{tunnel.uuid}/log/").content.decode()

@@ -80,6 +80,9 @@ def test_user_runs_a_tunnel_from_the_browser(page_for, worker, sshd, owner, othe
     assert same_document(page)
     wait_fetch(listen_port, f"hello from target {target_server.port}")
 
+    # Script-only controls appear once the script runs (hidden in the HTML for JS-off reading).
+    expect()(page.get_by_role("button", name="Copy id")).to_be_visible()
+
     # Test connection: the worker runs it and the steps appear.
     page.get_by_role("button", name="Test connection").click()
     expect()(page.locator("#tunnel-test .badge")).to_have_text("passed", timeout=WAIT_MS)

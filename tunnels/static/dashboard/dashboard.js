@@ -1,6 +1,12 @@
 // Small helpers of the dashboard; everything works without them, they only add convenience.
 (function () {
   "use strict";
+  // Controls that only work with a script (copy, select all) start hidden: without JavaScript they would do nothing.
+  var reveal = function () {
+    document.querySelectorAll("[data-needs-js][hidden]").forEach(function (element) { element.hidden = false; });
+  };
+  document.addEventListener("DOMContentLoaded", reveal);
+  document.addEventListener("htmx:afterSettle", reveal);
   // Copy buttons: <button class="copy" data-copy="text">.
   document.addEventListener("click", function (event) {
     var button = event.target.closest("button[data-copy]");
