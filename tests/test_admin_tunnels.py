@@ -247,3 +247,23 @@ def test_change_page_shows_log_tail_and_recent_sessions(client, root, owner):
     assert f"/admin/tunnels/tunnelsession/?tunnel__id__exact={tunnel.pk}" in page
     sessions = client.get(f"/admin/tunnels/tunnelsession/?tunnel__id__exact={tunnel.pk}")
     assert sessions.status_code == 200 and list(sessions.context["cl"].result_list) == [tunnel.sessions.get()]
+
+
+def test_sessions_and_backups_are_records_not_forms(client, root, owner, django_capture_on_commit_callbacks):
+    tunnel = make_tunnel(owner)
+    make_tunnel(owner)  # its backup holds the first tunnel
+    session = TunnelSession.objects.create(
+        tunnel=tunnel, owner=owner, tunnel_uuid=tunnel.uuid, name=tunnel.name, hash=tunnel.hash
+    )
+    for url in ("/admin/tunnels/tunnelsession/add/", "/admin/tunnels/configbackup/add/"):
+        assert client.get(url).status_code == 403, url
+    page = client.get(f"/admin/tunnels/tunnelsession/{session.pk}/change/").content.decode()
+    assert 'name="_save"' not in page  # view only
+
+    backup = ConfigBackup.objects.order_by("-created_at").first()
+    path = services.backups_dir() / backup.file_name
+    assert path.exists()
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(f"/admin/tunnels/configbackup/{backup.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 302
+    assert not ConfigBackup.objects.filter(pk=backup.pk).exists() and not path.exists()

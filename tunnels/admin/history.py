@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.db import transaction
 
+from tunnels import backups
 from tunnels.models import ConfigBackup, ConnectionTest, TunnelSession
 
 
@@ -15,6 +17,13 @@ class TunnelSessionAdmin(admin.ModelAdmin):
     search_fields = ("name", "hash", "owner__username")
     raw_id_fields = ("tunnel", "owner", "requested_by", "token", "ended_by")
     date_hierarchy = "started_at"
+
+    # The worker records sessions; a hand-made or edited one would be a false history.
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
 
 
 @admin.register(ConfigBackup)
@@ -28,6 +37,21 @@ class ConfigBackupAdmin(admin.ModelAdmin):
     def get_queryset(self, request):
         # The change list never shows the snapshot; loading it would decode every row's JSON.
         return super().get_queryset(request).defer("tunnels")
+
+    # Backups are taken by the service layer before every change (a row here has a file on disk).
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def delete_model(self, request, obj: ConfigBackup) -> None:
+        self.delete_queryset(request, ConfigBackup.objects.filter(pk=obj.pk))
+
+    def delete_queryset(self, request, queryset) -> None:
+        names = list(queryset.values_list("file_name", flat=True))
+        queryset.delete()
+        transaction.on_commit(lambda: backups.delete_files(names))  # the file goes with its row
 
 
 @admin.register(ConnectionTest)
