@@ -33,7 +33,26 @@ SERVICE_FIELDS = (
 )
 
 
-class TunnelForm(forms.Form):
+class ServiceForm(forms.Form):
+    """A form whose values a service function checks: its refusals are shown on the form. Labels without colons."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("label_suffix", "")
+        super().__init__(*args, **kwargs)
+
+    def add_service_error(self, error: ServiceError) -> None:
+        """The service's refusal shown on the fields it names, or above the form."""
+        placed = False
+        for field, messages in (error.fields or {}).items():
+            if field in self.fields:
+                for message in messages:
+                    self.add_error(field, message)
+                placed = True
+        if not placed:
+            self.add_error(None, error.message)
+
+
+class TunnelForm(ServiceForm):
     direction = forms.ChoiceField(
         choices=DIRECTIONS,
         widget=forms.RadioSelect,
@@ -87,17 +106,6 @@ class TunnelForm(forms.Form):
             del data["local_port"]  # the service assigns a free port (-L) or says it is required (-R)
         data["ssh_key"] = self.cleaned_data.get("ssh_key") or None
         return data
-
-    def add_service_error(self, error: ServiceError) -> None:
-        """The service's refusal shown on the fields it names, or above the form."""
-        placed = False
-        for field, messages in (error.fields or {}).items():
-            if field in self.fields:
-                for message in messages:
-                    self.add_error(field, message)
-                placed = True
-        if not placed:
-            self.add_error(None, error.message)
 
 
 def initial_for(tunnel: Any) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from tunnels.dashboard import auth, tunnel, tunnels
+from tunnels.dashboard import auth, keys, known_hosts, requests, tokens, tunnel, tunnels
 
 app_name = "dashboard"
 
@@ -28,4 +28,15 @@ urlpatterns = [
     path("tunnels/<str:tunnel_id>/state/", tunnel.status_fragment, name="tunnel-state"),
     path("tunnels/<str:tunnel_id>/test/", tunnel.test_connection, name="tunnel-test"),
     path("tunnels/<str:tunnel_id>/test/result/", tunnel.test_fragment, name="tunnel-test-result"),
+    # Account pages: tokens, SSH keys, known hosts, request history.
+    path("tokens/", tokens.token_list, name="tokens"),
+    path("tokens/<str:pk>/revoke/", tokens.token_revoke, name="token-revoke"),
+    path("keys/", keys.key_list, name="keys"),
+    path("keys/generate/", keys.key_generate, name="key-generate"),
+    path("keys/upload/", keys.key_upload, name="key-upload"),
+    path("keys/<str:pk>/delete/", keys.key_delete, name="key-delete"),
+    path("known-hosts/", known_hosts.known_host_list, name="known-hosts"),
+    path("known-hosts/<str:pk>/accept/", known_hosts.known_host_accept, name="known-host-accept"),
+    path("known-hosts/<str:pk>/delete/", known_hosts.known_host_delete, name="known-host-delete"),
+    path("requests/", requests.request_list, name="requests"),
 ]

@@ -29,6 +29,12 @@
       done();
     }
   });
+  // A page answering a create POST that shows a secret once (a new token) says where its list lives:
+  // a reload then fetches the list (GET) instead of sending the form again.
+  document.addEventListener("DOMContentLoaded", function () {
+    var once = document.querySelector("[data-replace-url]");
+    if (once && window.history && history.replaceState) history.replaceState(null, "", once.dataset.replaceUrl);
+  });
   // "Select all" checkbox of a table: <input type="checkbox" data-select-all="name">.
   document.addEventListener("change", function (event) {
     var box = event.target;
