@@ -72,6 +72,7 @@ def test_pagination_keeps_the_filters(alice, owner):
     assert len(paths(first)) == PAGE_SIZE and "path_contains=tunnels&amp;page=2" in first.content.decode()
     second = alice.get(URL, {"path_contains": "tunnels", "page": "2"})
     assert len(paths(second)) == 5 and "/list" not in paths(second)
+    assert not alice.get(URL, {"page": "2"}).context["filtered"]  # a page number alone is no filter
 
 
 def test_query_count_is_constant(alice, owner, django_assert_num_queries):

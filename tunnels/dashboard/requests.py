@@ -37,6 +37,11 @@ def _page_number(request: HttpRequest) -> str:
     return request.GET.get("page") or "1"
 
 
+def _filtered(request: HttpRequest, form: RequestFilterForm) -> bool:
+    """Whether any filter was given (``?page=`` alone is not a filter)."""
+    return any(request.GET.get(name) for name in form.fields)
+
+
 @page
 @require_http_methods(["GET"])
 def request_list(request: HttpRequest) -> HttpResponse:
@@ -53,5 +58,5 @@ def request_list(request: HttpRequest) -> HttpResponse:
     page = Paginator(history.newest_first(rows), PAGE_SIZE).get_page(_page_number(request))
     query = request.GET.copy()
     query.pop("page", None)
-    context = {"form": form, "page": page, "filter_query": query.urlencode(), "filtered": bool(form.is_bound)}
+    context = {"form": form, "page": page, "filter_query": query.urlencode(), "filtered": _filtered(request, form)}
     return render(request, "dashboard/requests.html", context, status=status)
