@@ -33,6 +33,7 @@ def test_new_token_is_shown_once_then_only_its_prefix(page_for, owner):
     token = tokens.verify(raw)
     assert token is not None and token.user == owner and token.label == "deploy script"
     expect()(page.get_by_text("Copy it now.")).to_be_visible()
+    expect()(page.get_by_role("button", name="Copy the new token")).to_be_visible()  # shown by the script
     screenshot(page, "tokens")
 
     page.reload()
