@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
+from django.conf import settings
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 from django.utils.html import escape
 
 from tests.factories import make_tunnel, tunnel_data
 from tunnels import services, services_keys, services_owner
 from tunnels.admin.tunnels import ERROR_CHARS
-from tunnels.models import ConfigBackup, Desired, Status, Tunnel, TunnelSession
+from tunnels.models import ConfigBackup, Desired, Status, Tunnel, TunnelSession, WorkerNode
 from tunnels.validation import CONFIG_FIELDS
 
 pytestmark = pytest.mark.django_db
@@ -267,3 +271,18 @@ def test_sessions_and_backups_are_records_not_forms(client, root, owner, django_
         response = client.post(f"/admin/tunnels/configbackup/{backup.pk}/delete/", {"post": "yes"})
     assert response.status_code == 302
     assert not ConfigBackup.objects.filter(pk=backup.pk).exists() and not path.exists()
+
+
+def test_list_marks_tunnels_on_a_stale_node(client, root, owner):
+    now, lease = timezone.now(), settings.WORKER_LEASE_SECONDS
+    WorkerNode.objects.create(name="live-node", last_seen=now)
+    WorkerNode.objects.create(name="dead-node", last_seen=now - timedelta(seconds=lease + 5))
+    for node in ("live-node", "dead-node", "gone-node", ""):
+        Tunnel.objects.filter(pk=make_tunnel(owner, name=f"on-{node or 'none'}").pk).update(node=node)
+    rows = client.get(LIST).content.decode().split("<tr")
+
+    def row(name: str) -> str:
+        return next(r for r in rows if f">{name}<" in r)
+
+    assert ">stale<" in row("on-dead-node") and ">stale<" in row("on-gone-node")
+    assert ">stale<" not in row("on-live-node") and ">stale<" not in row("on-none")
