@@ -10,7 +10,7 @@ import pytest
 from tests.browser import PHONE, screenshot
 from tests.factories import tunnel_data
 from tunnels import services
-from tunnels.models import Desired, Status, Tunnel
+from tunnels.models import Desired, Status, Tunnel, WorkerNode
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 PASSWORD = "root-pass-123"
@@ -24,6 +24,7 @@ def expect():
 
 def test_admin_bulk_stop_and_badges(page_for, django_user_model, owner):
     root = django_user_model.objects.create_superuser("root", "root@example.com", PASSWORD)
+    WorkerNode.objects.create(name="node-a")  # a live node: no "stale" mark in the screenshot
     statuses = [Status.RUNNING, Status.FAILED, Status.BACKOFF, Status.STARTING, Status.STOPPED]
     tunnels = [services.create_tunnel(owner, tunnel_data(name=f"admin-{s}"), start=True) for s in statuses]
     for tunnel, status in zip(tunnels, statuses, strict=True):
@@ -32,9 +33,9 @@ def test_admin_bulk_stop_and_badges(page_for, django_user_model, owner):
 
     page = page_for(root, PASSWORD)
     page.goto("/admin/tunnels/tunnel/")
-    badges = page.locator("#result_list .ts-badge")
+    badges = page.locator("#result_list td.field-status_badge .ts-badge")
     expect()(badges).to_have_count(len(statuses))
-    failed = page.locator("#result_list tr", has_text="admin-failed").locator(".ts-badge")
+    failed = page.locator("#result_list tr", has_text="admin-failed").locator("td.field-status_badge .ts-badge")
     assert failed.get_attribute("title").endswith("Connection refused")
     # A colored pill, not plain text: the inline style reaches the rendered element.
     assert failed.evaluate("e => getComputedStyle(e).backgroundColor") == "rgb(179, 38, 30)"
@@ -56,5 +57,5 @@ def test_admin_bulk_stop_and_badges(page_for, django_user_model, owner):
 
     phone = page_for(root, PASSWORD, viewport=PHONE)
     phone.goto("/admin/tunnels/tunnel/")
-    expect()(phone.locator("#result_list .ts-badge")).to_have_count(len(statuses))
+    expect()(phone.locator("#result_list td.field-status_badge .ts-badge")).to_have_count(len(statuses))
     screenshot(phone, "admin-tunnels")
