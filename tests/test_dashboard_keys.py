@@ -106,3 +106,12 @@ def test_changes_need_the_csrf_token(owner):
     assert client.post(f"{URL}upload/", {"upload-name": "y"}).status_code == 403
     assert client.post(f"{URL}{key.pk}/delete/").status_code == 403
     assert list(SshKey.objects.values_list("name", flat=True)) == ["kept"]
+
+
+def test_expiry_is_passed_to_the_service(alice, owner):
+    body = {"generate-name": "k", "generate-algorithm": "ed25519", "generate-expires_at": "2020-01-01T00:00"}
+    response = alice.post(f"{URL}generate/", body)
+    assert response.status_code == 400 and "must be in the future" in response.content.decode()
+    body["generate-expires_at"] = "2099-01-01T12:30"
+    assert alice.post(f"{URL}generate/", body).status_code == 302
+    assert SshKey.objects.get(owner=owner).expires_at.isoformat() == "2099-01-01T12:30:00+00:00"

@@ -90,3 +90,28 @@ def test_changes_need_the_csrf_token(owner):
     assert client.post(f"{URL}{row.pk}/delete/").status_code == 403
     row.refresh_from_db()
     assert row.state == HostKeyState.CHANGED
+
+
+ED25519_KEY = "AAAAC3NzaC1lZDI1NTE5AAAAIC6VoQ2iGQ4pS5oW0Xx3xX0Z0m6g1vYb2gQ7p8m9n0Aa"
+
+
+def test_pin_from_keyscan_output(alice, owner, other):
+    response = alice.post(f"{URL}pin/", {"line": f"[ssh.example.com]:2222 ssh-ed25519 {ED25519_KEY}\n"})
+    assert response.status_code == 302
+    row = KnownHost.objects.get()
+    assert (row.owner, row.host, row.port, row.source) == (owner, "ssh.example.com", 2222, "keyscan")
+    again = alice.post(f"{URL}pin/", {"line": f"[ssh.example.com]:2222 ssh-ed25519 {ED25519_KEY}"})
+    assert again.status_code == 409 and "already known" in again.content.decode()
+
+
+def test_pin_refuses_junk_beside_the_field(alice):
+    response = alice.post(f"{URL}pin/", {"line": "not a key"})
+    assert response.status_code == 400 and "line 1:" in response.content.decode()
+    assert not KnownHost.objects.exists()
+
+
+def test_pin_needs_the_csrf_token(owner):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(owner)
+    assert client.post(f"{URL}pin/", {"line": f"ssh.example.com ssh-ed25519 {ED25519_KEY}"}).status_code == 403
+    assert not KnownHost.objects.exists()

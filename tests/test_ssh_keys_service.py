@@ -92,6 +92,11 @@ def test_expiry_must_be_in_the_future(owner):
     assert generate_key(owner, "k", expires_at="2999-01-01T00:00:00Z").expires_at.year == 2999
 
 
+def test_expiry_without_an_offset_is_utc(owner):
+    key = generate_key(owner, "k", expires_at="2999-01-01T12:30:00")
+    assert key.expires_at.isoformat() == "2999-01-01T12:30:00+00:00"
+
+
 # --- upload ------------------------------------------------------------------
 
 

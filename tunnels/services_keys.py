@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
@@ -78,7 +78,7 @@ def clean_expires(value: Any) -> datetime | None:
         message = "must be an ISO 8601 date and time, e.g. 2027-01-01T00:00:00Z"
         raise InvalidInput(f"expires_at: {message}", {"expires_at": [message]})
     if timezone.is_naive(when):
-        when = timezone.make_aware(when, timezone.utc)
+        when = timezone.make_aware(when, UTC)  # a time without offset is read as UTC
     if when <= timezone.now():
         raise InvalidInput("expires_at: must be in the future", {"expires_at": ["must be in the future"]})
     return when

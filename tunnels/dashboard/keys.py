@@ -24,6 +24,16 @@ from tunnelsite.errors import ServiceError
 NAME_HELP = "Letters, digits, '.', '_', '-', '@', '+'; unique among your keys, e.g. 'laptop'."
 
 
+def expires_field() -> forms.CharField:
+    """Passed to the service as typed (it parses and refuses a past or malformed time)."""
+    return forms.CharField(
+        required=False,
+        label="Expires (UTC)",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+        help_text="Optional: an expired key no longer starts tunnels.",
+    )
+
+
 class GenerateForm(ServiceForm):
     name = forms.CharField(max_length=100, help_text=NAME_HELP)
     algorithm = forms.ChoiceField(
@@ -36,6 +46,7 @@ class GenerateForm(ServiceForm):
         label="RSA size (bits)",
         help_text=f"RSA only; empty for {sshkeys.RSA_DEFAULT_BITS}.",
     )
+    expires_at = expires_field()
 
 
 class UploadForm(ServiceForm):
@@ -52,6 +63,7 @@ class UploadForm(ServiceForm):
         widget=forms.PasswordInput(attrs={"autocomplete": "off"}),
         help_text="Only if the key is protected by one; it is used once to read the key and not stored.",
     )
+    expires_at = expires_field()
 
 
 def _keys(request: HttpRequest) -> list[SshKey]:
@@ -90,7 +102,9 @@ def key_generate(request: HttpRequest) -> HttpResponse:
         return _page(request, generate=form, status=400)
     values = form.cleaned_data
     try:
-        key = services_keys.generate_key(request.user, values["name"], values["algorithm"], values["bits"])
+        key = services_keys.generate_key(
+            request.user, values["name"], values["algorithm"], values["bits"], values["expires_at"] or None
+        )
     except ServiceError as exc:
         form.add_service_error(exc)
         return _page(request, generate=form, status=exc.status)
@@ -107,7 +121,11 @@ def key_upload(request: HttpRequest) -> HttpResponse:
     values = form.cleaned_data
     try:
         key = services_keys.upload_key(
-            request.user, values["name"], values["private_key"], values["passphrase"] or None
+            request.user,
+            values["name"],
+            values["private_key"],
+            values["passphrase"] or None,
+            values["expires_at"] or None,
         )
     except ServiceError as exc:
         form.add_service_error(exc)

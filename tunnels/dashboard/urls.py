@@ -36,6 +36,7 @@ urlpatterns = [
     path("keys/upload/", keys.key_upload, name="key-upload"),
     path("keys/<str:pk>/delete/", keys.key_delete, name="key-delete"),
     path("known-hosts/", known_hosts.known_host_list, name="known-hosts"),
+    path("known-hosts/pin/", known_hosts.known_host_pin, name="known-host-pin"),
     path("known-hosts/<str:pk>/accept/", known_hosts.known_host_accept, name="known-host-accept"),
     path("known-hosts/<str:pk>/delete/", known_hosts.known_host_delete, name="known-host-delete"),
     path("requests/", requests.request_list, name="requests"),
