@@ -71,11 +71,16 @@ def test_a_port_clash_fails_the_tunnel_after_bounded_tries(worker, sshd, owner_k
 
     assert tunnel.last_error.startswith("address already in use")
     assert "ssh said:" in tunnel.last_error and str(holder.getsockname()[1]) in tunnel.last_error
-    assert tunnel.consecutive_failures == TRIES and tunnel.backoff_until is None
+    # Usually exactly TRIES clashes; on a loaded machine sshd may also drop one connection
+    # (MaxStartups), which counts as a failure of its own without a bind attempt.
+    failures = tunnel.consecutive_failures
+    assert failures >= TRIES and tunnel.backoff_until is None
+    assert f"gave up after {failures} tries" in tunnel.last_error
     assert wait_for(lambda: no_process(tunnel), message="no tunnel process left")
-    assert attempts(tunnel) == TRIES  # autossh did not restart ssh on its own
+    tried = attempts(tunnel)
+    assert 1 <= tried <= failures  # one bind per worker start: autossh did not restart ssh on its own
     time.sleep(3)  # longer than the test worker's longest back-off (2 s): nothing is retried
-    assert attempts(tunnel) == TRIES and no_process(tunnel)
+    assert attempts(tunnel) == tried and no_process(tunnel)
     tunnel.refresh_from_db()
     assert tunnel.status == "failed" and tunnel.desired_state == "running"
     assert holder_still_answers(holder)
@@ -95,11 +100,18 @@ def test_an_explicit_start_tries_a_held_tunnel_again(worker, sshd, owner_key, ho
 def test_a_configuration_change_tries_again_with_a_fresh_count(worker, sshd, owner_key, holder):
     tunnel = wait_held(create(owner_key, sshd, holder.getsockname()[1]))
 
+    before = attempts(tunnel)
+    generation = tunnel.generation
+
     services.update_tunnel(tunnel, {"name": f"{tunnel.name}-renamed"}, partial=True)
 
-    wait_for(lambda: attempts(tunnel) == 2 * TRIES, timeout=30, message="three more tries")
-    tunnel = wait_held(tunnel)
-    assert tunnel.consecutive_failures == TRIES
+    def held_again() -> bool:
+        tunnel.refresh_from_db()
+        return tunnel.running_generation == generation + 1 and retries.held(tunnel)
+
+    wait_for(held_again, timeout=30, message="held again after a fresh count")
+    assert tunnel.consecutive_failures >= TRIES
+    assert 1 <= attempts(tunnel) - before <= tunnel.consecutive_failures
     assert holder_still_answers(holder)
 
 
