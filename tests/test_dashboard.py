@@ -129,6 +129,14 @@ def test_add_creates_through_the_service_and_goes_to_its_page(alice, owner):
     assert tunnel.desired_state == Desired.RUNNING  # a new tunnel is meant to run, as in the API
 
 
+def test_add_form_names_my_port_range(alice, owner, settings):
+    settings.PORT_RANGE = (21000, 21999)
+    assert "Your range for -L: 21000–21999." in alice.get("/tunnels/add/").content.decode()
+    owner.local_port_min, owner.local_port_max = 30000, 30099
+    owner.save()
+    assert "Your range for -L: 30000–30099." in alice.get("/tunnels/add/").content.decode()
+
+
 def test_add_with_a_bad_port_is_a_form_error_and_creates_nothing(alice, owner):
     response = alice.post("/tunnels/add/", tunnel_data(name="bad", remote_port="99999", direction="remote_to_local"))
     assert response.status_code == 200

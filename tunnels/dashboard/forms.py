@@ -98,6 +98,9 @@ class TunnelForm(ServiceForm):
         keys = SshKey.objects.owned_by(owner).order_by("name").values_list("id", "name")
         self.fields["ssh_key"].choices = [("", "— none —"), *((str(pk), name) for pk, name in keys)]
         self.has_keys = len(self.fields["ssh_key"].choices) > 1
+        if not owner.is_staff:  # staff may listen anywhere; everyone else needs their range to choose
+            low, high = owner.port_range
+            self.fields["local_port"].help_text += f" Your range for -L: {low}–{high}."
 
     def service_data(self, *, creating: bool) -> dict[str, Any]:
         """What the service layer gets: the form's values as the API would send them."""
