@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 
+from django.contrib.auth import get_user_model
 from django.db import transaction
 
 from accounts import crypto
@@ -17,8 +18,9 @@ def create(user, *, label: str = "", scopes: list[str] | None = None) -> tuple[A
     """A new key for ``user``; returns the row and the secret, which is shown once."""
     secret = secrets.token_urlsafe(32)
     with transaction.atomic():
-        # Lock the user row so two concurrent creates cannot both pass the count.
-        type(user).objects.select_for_update().filter(pk=user.pk).first()
+        # Lock the user row so two concurrent creates cannot both pass the count. (Not type(user):
+        # a dashboard request's user is a lazy wrapper.)
+        get_user_model().objects.select_for_update().filter(pk=user.pk).first()
         check_room(user)
         key = AccessKey.objects.create(
             user=user,

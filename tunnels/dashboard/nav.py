@@ -14,6 +14,7 @@ from django.urls import NoReverseMatch, reverse
 ENTRIES = (
     ("Tunnels", "dashboard:tunnels"),
     ("Tokens", "dashboard:tokens"),
+    ("Access keys", "dashboard:access-keys"),
     ("SSH keys", "dashboard:keys"),
     ("Known hosts", "dashboard:known-hosts"),
     ("Requests", "dashboard:requests"),

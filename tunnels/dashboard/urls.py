@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from tunnels.dashboard import auth, keys, known_hosts, requests, tokens, tunnel, tunnels
+from tunnels.dashboard import access_keys, auth, keys, known_hosts, requests, tokens, tunnel, tunnels
 
 app_name = "dashboard"
 
@@ -31,6 +31,10 @@ urlpatterns = [
     # Account pages: tokens, SSH keys, known hosts, request history.
     path("tokens/", tokens.token_list, name="tokens"),
     path("tokens/<str:pk>/revoke/", tokens.token_revoke, name="token-revoke"),
+    path("access-keys/", access_keys.access_key_list, name="access-keys"),
+    path("access-keys/<str:pk>/disable/", access_keys.access_key_disable, name="access-key-disable"),
+    path("access-keys/<str:pk>/enable/", access_keys.access_key_enable, name="access-key-enable"),
+    path("access-keys/<str:pk>/delete/", access_keys.access_key_delete, name="access-key-delete"),
     path("keys/", keys.key_list, name="keys"),
     path("keys/generate/", keys.key_generate, name="key-generate"),
     path("keys/upload/", keys.key_upload, name="key-upload"),
