@@ -18,6 +18,7 @@ ENTRIES = (
     ("SSH keys", "dashboard:keys"),
     ("Known hosts", "dashboard:known-hosts"),
     ("Requests", "dashboard:requests"),
+    ("Backups", "dashboard:backups"),
 )
 
 
