@@ -203,6 +203,9 @@ def where_ssh_connects(argv: list[str], env: dict[str, str]) -> Server | str:
             timeout=CONNECT_TIMEOUT,
             check=False,
             text=True,
+            # Its own session: a SIGTERM to the worker's process group (a shutdown) must not kill
+            # this quick local query and turn "the worker stopped" into "ssh rejected the configuration".
+            start_new_session=True,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"could not run ssh: {exc.__class__.__name__}"

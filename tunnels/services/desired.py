@@ -1,0 +1,120 @@
+"""Desired state (start, stop, restart) and finding a tunnel by its hash prefix."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from tunnels.models import (
+    Desired,
+    Tunnel,
+)
+from tunnels.services.base import SYSTEM, Actor, NotRunnable, bump_marker
+from tunnelsite.errors import ServiceError
+
+MIN_PREFIX = 8
+
+
+# --- desired state ------------------------------------------------------
+
+
+def _set_desired(tunnels: Iterable[Tunnel], state: str, actor: Actor) -> int:
+    ids = [t.pk for t in tunnels]
+    if not ids:
+        return 0
+    values = {
+        "desired_state": state,
+        "desired_changed_at": timezone.now(),
+        "desired_by": actor.user if getattr(actor.user, "pk", None) else None,
+        "desired_by_token": actor.token,
+    }
+    if state == Desired.RUNNING:
+        # An explicit start retries at once, whatever back-off the worker chose, and counts
+        # failures afresh (a held port clash, tunnels.retries, is tried again).
+        values["backoff_until"] = None
+        values["consecutive_failures"] = 0
+    with transaction.atomic():
+        count = Tunnel.objects.filter(pk__in=ids).update(**values)
+        bump_marker()
+    return count
+
+
+def check_runnable(tunnel: Tunnel) -> None:
+    if tunnel.interactive:
+        raise NotRunnable(
+            f"tunnel {tunnel.name} is interactive: it needs interactive authentication "
+            "and cannot be started by the worker"
+        )
+    if not tunnel.holds_its_port:
+        raise NotRunnable(
+            f"tunnel {tunnel.name} cannot start: another tunnel on this host holds its port "
+            f"({tunnel.local_port}); change its local_port first"
+        )
+
+
+def request_start(tunnel: Tunnel, actor: Actor = SYSTEM) -> None:
+    check_runnable(tunnel)
+    _set_desired([tunnel], Desired.RUNNING, actor)
+    tunnel.refresh_from_db()
+
+
+def request_stop(tunnel: Tunnel, actor: Actor = SYSTEM) -> None:
+    _set_desired([tunnel], Desired.STOPPED, actor)
+    tunnel.refresh_from_db()
+
+
+def request_restart(tunnel: Tunnel, actor: Actor = SYSTEM) -> None:
+    """Restart: a new generation makes the worker replace the process."""
+    check_runnable(tunnel)
+    with transaction.atomic():
+        Tunnel.objects.filter(pk=tunnel.pk).update(generation=F("generation") + 1)
+        _set_desired([tunnel], Desired.RUNNING, actor)
+    tunnel.refresh_from_db()
+
+
+def start_all(queryset, actor: Actor = SYSTEM) -> tuple[list[Tunnel], list[Tunnel]]:
+    """Start every tunnel the worker can run; returns (started, skipped: interactive, or without its port)."""
+    tunnels = list(queryset)
+    runnable = [t for t in tunnels if not t.interactive and t.holds_its_port]
+    _set_desired(runnable, Desired.RUNNING, actor)
+    return runnable, [t for t in tunnels if t.interactive or not t.holds_its_port]
+
+
+def stop_all(queryset, actor: Actor = SYSTEM) -> list[Tunnel]:
+    tunnels = list(queryset)
+    _set_desired(tunnels, Desired.STOPPED, actor)
+    return tunnels
+
+
+def set_auto_restart(tunnel: Tunnel, allow: bool) -> None:
+    Tunnel.objects.filter(pk=tunnel.pk).update(auto_restart=allow)
+    bump_marker()
+    tunnel.refresh_from_db()
+
+
+# --- lookups ------------------------------------------------------------
+
+
+class HashPrefixError(ServiceError):
+    pass
+
+
+def resolve_prefix(queryset, prefix: str) -> Tunnel:
+    """Find the one tunnel in ``queryset`` whose hash starts with ``prefix`` (COMPAT.md)."""
+    if len(prefix) < MIN_PREFIX:
+        raise HashPrefixError(f"Hash prefix too short (minimum {MIN_PREFIX} characters, got {len(prefix)})")
+    matches = list(queryset.filter(hash__startswith=prefix.lower())[:50])
+    if not matches:
+        error = HashPrefixError(f"No tunnel found with hash prefix: {prefix}")
+        error.status = 404
+        raise error
+    if len(matches) > 1:
+        listing = "\n".join(f"  {t.hash}" for t in matches)
+        raise HashPrefixError(
+            f"Ambiguous hash prefix '{prefix}' matches {len(matches)} tunnels:\n{listing}\n"
+            "Please use more characters to uniquely identify the tunnel."
+        )
+    return matches[0]

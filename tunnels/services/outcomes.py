@@ -1,0 +1,129 @@
+"""Waiting for the worker to act on a request, and saying truthfully what became of it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
+from tunnels import waiting
+from tunnels.models import (
+    Status,
+    Tunnel,
+    WorkerNode,
+)
+
+# --- waiting for the worker ---------------------------------------------
+
+
+def live_workers():
+    cutoff = timezone.now() - timedelta(seconds=settings.WORKER_LEASE_SECONDS)
+    return WorkerNode.objects.filter(last_seen__gte=cutoff)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of a start or stop request: ``done``, ``failed`` or ``queued`` (not confirmed yet),
+    with the one line every API surface shows (``started, pid 123``, ``stopped``, ``failed: …``, ``queued: …``).
+    ``waited`` is False when the answer came without waiting (``wait=0``, or no free waiting slot)."""
+
+    state: str
+    text: str
+    waited: bool = False
+
+    @property
+    def done(self) -> bool:
+        return self.state == "done"
+
+    @property
+    def queued(self) -> bool:
+        return self.state == "queued"
+
+
+def _outcome(tunnel: Tunnel, want_running: bool) -> Outcome | None:
+    """The outcome once the worker has acted on the request, else None."""
+    acted = tunnel.status_changed_at >= tunnel.desired_changed_at
+    if want_running:
+        if tunnel.status == Status.RUNNING and tunnel.running_generation == tunnel.generation:
+            return Outcome("done", f"started, pid {tunnel.pid}")
+        if tunnel.status in (Status.FAILED, Status.BACKOFF) and acted:
+            return Outcome("failed", f"failed: {tunnel.last_error or 'see the tunnel log'}")
+        return None
+    if tunnel.status == Status.STOPPED:
+        return Outcome("done", "stopped")
+    return None
+
+
+def wait_for_outcome(tunnel: Tunnel, want_running: bool, timeout: float) -> Outcome:
+    """Wait up to ``timeout`` seconds for the worker to act; say truthfully what happened.
+
+    Only ``settings.MAX_WAITING`` requests of this process wait at once (``tunnels.waiting``);
+    beyond that the answer is given at once, exactly as with ``timeout=0``. ``tunnel`` is
+    re-read from the database (callers show it afterwards)."""
+    return _wait([tunnel], want_running, timeout, whole_row=True)[0]
+
+
+def wait_for_outcomes(tunnels: list[Tunnel], want_running: bool, timeout: float) -> list[Outcome]:
+    """``wait_for_outcome`` for several tunnels (start all, stop all): one waiting slot for the
+    request and one query per poll for all of them, however many there are."""
+    return _wait(tunnels, want_running, timeout, whole_row=False) if tunnels else []
+
+
+def _wait(tunnels: list[Tunnel], want_running: bool, timeout: float, *, whole_row: bool) -> list[Outcome]:
+    if timeout <= 0:
+        return _poll(tunnels, want_running, 0.0, whole_row)
+    with waiting.SLOTS.slot() as held:
+        outcomes = _poll(tunnels, want_running, timeout if held else 0.0, whole_row)
+        return [replace(outcome, waited=held) for outcome in outcomes]
+
+
+WAIT_POLL = 0.05  # seconds between reads of the tunnel rows while waiting
+WORKER_CHECK = 1.0  # seconds between checks that some worker is alive
+# What ``_outcome`` reads: the columns a bulk wait re-reads for every poll.
+OUTCOME_FIELDS = ("status", "status_changed_at", "desired_changed_at", "generation", "running_generation", "pid")
+
+
+def _refresh(tunnels: list[Tunnel], whole_row: bool) -> None:
+    if whole_row:
+        for tunnel in tunnels:
+            tunnel.refresh_from_db()
+        return
+    rows = Tunnel.objects.filter(pk__in=[t.pk for t in tunnels]).values("pk", "last_error", *OUTCOME_FIELDS)
+    fresh = {row.pop("pk"): row for row in rows}
+    for tunnel in tunnels:
+        # A tunnel deleted meanwhile keeps its last values (and ends up "queued").
+        for field, value in fresh.get(tunnel.pk, {}).items():
+            setattr(tunnel, field, value)
+
+
+def _poll(tunnels: list[Tunnel], want_running: bool, timeout: float, whole_row: bool) -> list[Outcome]:
+    # Cost per waiting request: one read of the pending rows per WAIT_POLL plus one indexed
+    # worker-lease query per WORKER_CHECK, for at most WAIT_MAX seconds.
+    deadline = time.monotonic() + timeout
+    next_worker_check = 0.0
+    outcomes: dict[int, Outcome] = {}
+    while True:
+        pending = [t for t in tunnels if t.pk not in outcomes]
+        _refresh(pending, whole_row)
+        for tunnel in pending:
+            outcome = _outcome(tunnel, want_running)
+            if outcome:
+                outcomes[tunnel.pk] = outcome
+        if len(outcomes) == len(tunnels):
+            return [outcomes[t.pk] for t in tunnels]
+        now = time.monotonic()
+        if now >= next_worker_check:
+            if not live_workers().exists():
+                return [outcomes.get(t.pk) or Outcome("queued", "queued: no worker is running") for t in tunnels]
+            next_worker_check = now + WORKER_CHECK
+        if now >= deadline:
+            verb = "starting" if want_running else "stopping"
+            return [
+                outcomes.get(t.pk)
+                or Outcome("queued", f"queued: {verb}, worker has not confirmed yet (status {t.status})")
+                for t in tunnels
+            ]
+        time.sleep(WAIT_POLL)
