@@ -8,6 +8,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from accounts import profile
 from accounts.models import ALL_SCOPES, AccessKey, ApiRequest, ApiToken, grant_problems
 from accounts.tokens import scope_problem
 
@@ -228,22 +229,12 @@ class MeSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(QuotasSerializer)
     def get_quotas(self, user) -> dict:
-        return {
-            "max_tunnels": None if user.is_staff else user.effective_max_tunnels,
-            "local_port_min": user.port_range[0],
-            "local_port_max": user.port_range[1],
-            "allow_nonloopback_bind": user.is_staff or user.allow_nonloopback_bind,
-        }
+        return profile.quotas(user)
 
     @extend_schema_field(NetworkGrantsSerializer)
     def get_network(self, user) -> dict:
         """The user's own grants, read-only (staff change them in the users API or the admin)."""
-        return {
-            "allow_nonloopback_target": user.is_staff or user.allow_nonloopback_target,
-            "allowed_targets": _rule_lines(user.allowed_targets),
-            "ssh_destinations": _rule_lines(user.ssh_destinations),
-            "policy_exempt": user.is_staff,
-        }
+        return profile.network(user)
 
     @extend_schema_field(UsageSerializer)
     def get_usage(self, user) -> dict:
@@ -259,10 +250,6 @@ class MeSerializer(serializers.ModelSerializer):
         from accounts.permissions import granted_scopes
 
         return sorted(granted_scopes(self.context["request"]))
-
-
-def _rule_lines(text: str) -> list[str]:
-    return [line.strip() for line in (text or "").splitlines() if line.partition("#")[0].strip()]
 
 
 class ApiRequestSerializer(serializers.ModelSerializer):

@@ -19,6 +19,8 @@ ENTRIES = (
     ("Known hosts", "dashboard:known-hosts"),
     ("Requests", "dashboard:requests"),
     ("Backups", "dashboard:backups"),
+    ("History", "dashboard:history"),
+    ("Account", "dashboard:account"),
 )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from tunnels.dashboard import access_keys, auth, backups, keys, known_hosts, requests, tokens, tunnel, tunnels
+from tunnels.dashboard import access_keys, account, auth, backups, keys, known_hosts, requests, tokens, tunnel, tunnels
 
 app_name = "dashboard"
 
@@ -44,6 +44,8 @@ urlpatterns = [
     path("known-hosts/<str:pk>/accept/", known_hosts.known_host_accept, name="known-host-accept"),
     path("known-hosts/<str:pk>/delete/", known_hosts.known_host_delete, name="known-host-delete"),
     path("requests/", requests.request_list, name="requests"),
+    path("history/", account.history, name="history"),
+    path("account/", account.account, name="account"),
     path("backups/", backups.backup_list, name="backups"),
     path("backups/<str:pk>/", backups.backup_detail, name="backup"),
     path("backups/<str:pk>/restore/", backups.backup_restore, name="backup-restore"),
