@@ -20,7 +20,7 @@ from accounts.api.serializers import AccessKeySerializer
 from accounts.models import ALL_SCOPES, DEFAULT_SCOPES, SCOPE_ADMIN, AccessKey
 from tunnels.dashboard.base import mine, owned_or_404, page
 from tunnels.dashboard.forms import ServiceForm
-from tunnels.dashboard.tokens import SCOPE_HELP, SUBMITTED_KEY, _mark_submitted
+from tunnels.dashboard.tokens import SCOPE_HELP, already_sent, mark_sent
 from tunnelsite.errors import QuotaExceeded
 
 
@@ -55,7 +55,7 @@ def access_key_list(request: HttpRequest) -> HttpResponse:
     if request.method == "GET":
         return _page(request, AccessKeyForm(user=request.user))
     form = AccessKeyForm(request.POST, user=request.user)
-    if request.POST.get("once") in request.session.get(SUBMITTED_KEY, []):
+    if already_sent(request):
         messages.info(
             request, "That form was already sent: the key it created is in the list; its secret is not shown again."
         )
@@ -66,9 +66,7 @@ def access_key_list(request: HttpRequest) -> HttpResponse:
         data={"label": form.cleaned_data["label"], "scopes": form.cleaned_data["scopes"]}, context={"request": request}
     )
     if not checked.is_valid():
-        for field, problems in checked.errors.items():
-            for message in problems if isinstance(problems, list) else [problems]:
-                form.add_error(field if field in form.fields else None, str(message))
+        form.add_serializer_errors(checked.errors)
         return _page(request, form, status=400)
     try:
         key, secret = keys.create(
@@ -78,7 +76,7 @@ def access_key_list(request: HttpRequest) -> HttpResponse:
         form.add_error(None, str(exc))
         return _page(request, form, status=403)
     if form.cleaned_data["once"]:
-        _mark_submitted(request, form.cleaned_data["once"])
+        mark_sent(request, form.cleaned_data["once"])
     return _page(request, AccessKeyForm(user=request.user), created=key, secret=secret, status=201)
 
 

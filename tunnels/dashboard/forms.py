@@ -51,6 +51,12 @@ class ServiceForm(forms.Form):
         if not placed:
             self.add_error(None, error.message)
 
+    def add_serializer_errors(self, errors: dict) -> None:
+        """An API serializer's refusals (the API's own checks, run for the form) on the fields they name."""
+        for field, problems in errors.items():
+            for message in problems if isinstance(problems, list) else [problems]:
+                self.add_error(field if field in self.fields else None, str(message))
+
 
 class TunnelForm(ServiceForm):
     direction = forms.ChoiceField(

@@ -85,7 +85,7 @@ def token_list(request: HttpRequest) -> HttpResponse:
     if request.method == "GET":
         return _page(request, TokenForm(user=request.user))
     form = TokenForm(request.POST, user=request.user)
-    if request.POST.get("once") in request.session.get(SUBMITTED_KEY, []):
+    if already_sent(request):
         messages.info(
             request, "That form was already sent: the token it created is in the list; it is not shown again."
         )
@@ -94,20 +94,23 @@ def token_list(request: HttpRequest) -> HttpResponse:
         return _page(request, form, status=400)
     checked = TokenCreateSerializer(data=form.api_data(), context={"request": request})
     if not checked.is_valid():
-        for field, problems in checked.errors.items():
-            for message in problems if isinstance(problems, list) else [problems]:
-                form.add_error(field if field in form.fields else None, str(message))
+        form.add_serializer_errors(checked.errors)
         return _page(request, form, status=400)
     values = checked.validated_data
     if form.cleaned_data["once"]:
-        _mark_submitted(request, form.cleaned_data["once"])
+        mark_sent(request, form.cleaned_data["once"])
     token, raw = tokens.mint(
         request.user, label=values["label"], scopes=values["scopes"], expires_in=values.get("expires_in")
     )
     return _page(request, TokenForm(user=request.user), created=token, raw=raw, status=201)
 
 
-def _mark_submitted(request: HttpRequest, once: str) -> None:
+def already_sent(request: HttpRequest) -> bool:
+    """A create form sent again (a reload without JavaScript): it must create nothing and show no secret."""
+    return request.POST.get("once") in request.session.get(SUBMITTED_KEY, [])
+
+
+def mark_sent(request: HttpRequest, once: str) -> None:
     request.session[SUBMITTED_KEY] = [*request.session.get(SUBMITTED_KEY, [])[-SUBMITTED_KEEP + 1 :], once]
 
 
