@@ -15,6 +15,10 @@ class WorkerNode(models.Model):
     version = models.CharField(max_length=20, blank=True)
     started_at = models.DateTimeField(default=timezone.now)
     last_seen = models.DateTimeField(default=timezone.now, db_index=True)
+    # A node-level problem the worker reports with its heartbeat ("database unreachable",
+    # "disk full: data dir"); empty when all is well.
+    error = models.CharField(max_length=300, blank=True)
+    error_since = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return self.name

@@ -1,20 +1,11 @@
-"""The tunnel worker: runs the reconciler until SIGTERM/SIGINT."""
+"""The tunnel worker: runs the reconciler until SIGTERM/SIGINT (tunnels.worker.loop)."""
 
 from __future__ import annotations
 
-import logging
-import signal
-import time
-
 from django.conf import settings
 from django.core.management.base import BaseCommand
-from django.db import close_old_connections
 
-from tunnels import processes
-from tunnels.reconciler import Reconciler
-
-logger = logging.getLogger("tunnelsite.worker")
-BUSY_INTERVAL = 0.05
+from tunnels.worker.loop import Loop
 
 
 class Command(BaseCommand):
@@ -36,42 +27,10 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options) -> None:
-        self.stopping = False
         node = options["node"] or settings.NODE_NAME
         interval = options["interval"] or settings.WORKER_INTERVAL
-        processes.become_subreaper()
-        reconciler = Reconciler(node, reap_orphans=True)
+        loop = Loop(node, interval, stop_on_exit=options["stop_on_exit"])
         if options["once"]:
-            reconciler.reconcile_once(full=True)
-            reconciler.preflights.shutdown(wait=True)
+            loop.once()
             return
-        signal.signal(signal.SIGTERM, self.on_signal)
-        signal.signal(signal.SIGINT, self.on_signal)
-        logger.info("worker %s started (interval %.2fs)", node, interval)
-        while not self.stopping:
-            try:
-                close_old_connections()  # a connection the database dropped is replaced, not reused
-                reconciler.reconcile_once()
-            except Exception:  # e.g. the database went away: log, wait, try again
-                logger.exception("worker pass failed")
-            # While a tunnel is starting, check its forward every 50 ms: "running" shows up sooner.
-            self.sleep(min(interval, BUSY_INTERVAL) if reconciler.busy else interval)
-        reconciler.preflights.shutdown()
-        if options["stop_on_exit"]:
-            reconciler.stop_all()
-            reconciler.agent.stop()  # the keys go with it
-        logger.info(
-            "worker %s stopped (%d tunnels %s)",
-            node,
-            len(reconciler.tracked),
-            "stopped" if options["stop_on_exit"] else "left running",
-        )
-
-    def on_signal(self, signum, frame) -> None:
-        # Only set a flag: the loop finishes its pass and exits.
-        self.stopping = True
-
-    def sleep(self, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while not self.stopping and time.monotonic() < deadline:
-            time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+        loop.run()

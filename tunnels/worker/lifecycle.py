@@ -1,0 +1,190 @@
+"""Process lifecycle: start, adopt, stop and the exits of tunnel processes."""
+
+from __future__ import annotations
+
+import logging
+
+from django.db.models import F
+from django.utils import timezone
+
+from tunnels import hostkeys, netpolicy, processes
+from tunnels.agent import AgentError, KeyUnusable
+from tunnels.models import Desired, ExitReason, Status, Tunnel, TunnelSession
+from tunnels.ssh import NoKey, command_for
+from tunnels.worker.tracked import Tracked
+
+logger = logging.getLogger("tunnelsite.worker")
+
+
+class Lifecycle:
+    """Reconciler mixin: the only code that starts or stops tunnel processes (through tunnels.processes)."""
+
+    def _stop_strays(self, tunnel: Tunnel, tracked: Tracked, found: list[processes.Found]) -> None:
+        """A second autossh for the same tunnel (e.g. from another node on this host) must go."""
+        strays = [f for f in found if not f.orphan and f.pid != tracked.pid]
+        if strays:
+            self._stop_found(strays, f"duplicate process of tunnel {tunnel.name}")
+
+    def _stop_found(self, found: list[processes.Found], why: str) -> None:
+        for item in found:
+            logger.info("stopping pid %s (%s): %s", item.pid, item.uuid, why)
+            pids = [(item.pid, item.create_time), *((pid, None) for pid in item.ssh_pids)]
+            processes.stop_group(item.pgid, pids, reap_orphans=self.reap_orphans)
+
+    # --- starting, checking, stopping -----------------------------------------
+
+    def start(self, tunnel: Tunnel, *, restart: bool = False) -> Tracked | None:
+        hostkeys.sync_owner(tunnel.owner_id)  # the owner's known_hosts, as the database trusts them
+        try:
+            # Resolved here, at connect time, and ssh pinned to it: DNS cannot swap the address afterwards.
+            address = netpolicy.resolve_destination(tunnel)
+            command = command_for(tunnel, node=self.node, agent=self.agent, address=address)
+        except (KeyUnusable, AgentError, NoKey, netpolicy.DestinationRefused) as exc:
+            self.fail(tunnel, None, str(exc), True)
+            return None
+        popen, offset = processes.start(command.argv, command.env, tunnel.log_path, command.display)
+        tracked = Tracked(
+            tunnel_id=tunnel.pk,
+            pid=popen.pid,
+            create_time=processes.create_time(popen.pid),
+            pgid=popen.pid,  # start_new_session: the leader of its own group
+            generation=tunnel.generation,
+            offset=offset,
+            popen=popen,
+        )
+        self.tracked[str(tunnel.uuid)] = tracked
+        now = timezone.now()
+        values = dict(
+            status=Status.STARTING,
+            pid=popen.pid,
+            process_create_time=tracked.create_time,
+            running_generation=tunnel.generation,
+            started_at=now,
+        )
+        if restart:
+            values["restart_count"] = F("restart_count") + 1
+        if tunnel.running_generation != tunnel.generation:
+            values["consecutive_failures"] = 0  # a new configuration: failures (and port clashes) count afresh
+        if not self._update(tunnel, **values):
+            self.stop(tunnel, tracked, ExitReason.HANDED_OVER, "another node claimed the tunnel", record=False)
+            return None
+        tracked.session_id = self._open_session(tunnel, popen.pid, now).id
+        logger.info("started tunnel %s (%s) pid %s: %s", tunnel.name, tunnel.uuid, popen.pid, command.display)
+        return tracked
+
+    def adopt(self, tunnel: Tunnel, found: processes.Found) -> Tracked:
+        """Take over a live process (after a worker restart or from a lost node on this host)."""
+        tracked = Tracked(
+            tunnel_id=tunnel.pk,
+            pid=found.pid,
+            create_time=found.create_time,
+            pgid=found.pgid,
+            generation=found.generation if found.generation is not None else tunnel.running_generation,
+            offset=processes.read_log(tunnel.log_path, 0, 0)[1],
+            ssh_pids=found.ssh_pids,
+            healthy=tunnel.status == Status.RUNNING and tunnel.pid == found.pid,
+        )
+        self.tracked[str(tunnel.uuid)] = tracked
+        session = TunnelSession.objects.filter(tunnel=tunnel, ended_at=None, pid=found.pid).first()
+        if session is None:
+            session = self._open_session(tunnel, found.pid, timezone.now())
+        tracked.session_id = session.id
+        if tunnel.pid != found.pid or tunnel.process_create_time != found.create_time:
+            self._update(tunnel, pid=found.pid, process_create_time=found.create_time)
+        logger.info("adopted tunnel %s (%s) pid %s", tunnel.name, tunnel.uuid, found.pid)
+        return tracked
+
+    def on_exit(self, tunnel: Tunnel, tracked: Tracked, found: list[processes.Found]) -> bool:
+        """The autossh process died. Returns True when the caller should carry on (start again)."""
+        key = str(tunnel.uuid)
+        text, tracked.offset = processes.read_log(tunnel.log_path, tracked.offset)
+        failure = self._explain(tunnel, tracked.seen + text) if (text or tracked.seen) else None
+        code = tracked.popen.returncode if tracked.popen is not None else None
+        detail = failure[0] if failure else (f"exit status {code}" if code is not None else "the process disappeared")
+        # A killed autossh leaves its ssh child behind, still holding the port.
+        leftovers = [f for f in found if f.orphan]
+        self._stop_found(leftovers, "ssh left behind by a dead autossh")
+        processes.stop_group(tracked.pgid, tracked.pids(), tracked.popen, reap_orphans=self.reap_orphans)
+        was_healthy = tracked.healthy
+        self._close_session(tracked, ExitReason.CRASHED if was_healthy else ExitReason.FAILED, detail)
+        self.tracked.pop(key, None)
+        logger.info("tunnel %s (%s) pid %s exited: %s", tunnel.name, tunnel.uuid, tracked.pid, detail)
+        if tunnel.desired_state != Desired.RUNNING:
+            return True
+        if not tunnel.auto_restart:
+            message = f"the tunnel's process exited ({detail}); auto restart is off, so it was not restarted"
+            self._update(tunnel, status=Status.STOPPED, pid=None, process_create_time=None, last_error=message)
+            Tunnel.objects.filter(pk=tunnel.pk, node=self.node).update(
+                desired_state=Desired.STOPPED, desired_changed_at=timezone.now(), desired_by=None
+            )
+            tunnel.desired_state = Desired.STOPPED
+            return True
+        if was_healthy and not self._host_key_block(tunnel, True):
+            self._update(tunnel, last_error=f"process exited ({detail}); restarted")
+            self.start(tunnel, restart=True)
+            return False
+        self.fail(tunnel, None, detail, failure[1] if failure else False)
+        return False
+
+    def stop(
+        self,
+        tunnel: Tunnel,
+        tracked: Tracked,
+        reason: str,
+        detail: str = "",
+        *,
+        ended_by=None,
+        record: bool = True,
+        settle: bool = True,
+    ) -> None:
+        key = str(tunnel.uuid)
+        processes.stop_group(tracked.pgid, tracked.pids(), tracked.popen, reap_orphans=self.reap_orphans)
+        self.tracked.pop(key, None)
+        self._close_session(tracked, reason, detail, ended_by=ended_by)
+        logger.info("stopped tunnel %s (%s) pid %s: %s", tunnel.name, key, tracked.pid, reason)
+        if record and settle:
+            self._update(tunnel, status=Status.STOPPED, pid=None, process_create_time=None)
+
+    # --- tunnels that are no longer ours --------------------------------------
+
+    def _forget_unhandled(self, handled: set[str], found: dict[str, list[processes.Found]], live: set[str]) -> None:
+        """Stop processes of deleted tunnels and of tunnels another node now runs."""
+        keys = (set(self.tracked) | set(found)) - handled
+        if not keys:
+            return
+        owners = {str(u): node for u, node in Tunnel.objects.filter(uuid__in=keys).values_list("uuid", "node")}
+        for key in keys:
+            node = owners.get(key)
+            tracked = self.tracked.pop(key, None)
+            if node is None:
+                reason, detail = ExitReason.DELETED, "the tunnel was deleted"
+            elif node != self.node and node in live:
+                if tracked is None and all(f.node != self.node for f in found.get(key, [])):
+                    continue  # another live node's process on this host: not ours to touch
+                reason, detail = ExitReason.HANDED_OVER, f"node {node} runs this tunnel now"
+            else:
+                reason, detail = ExitReason.GONE, "no node runs this tunnel"
+            if tracked is not None:
+                processes.stop_group(tracked.pgid, tracked.pids(), tracked.popen, reap_orphans=self.reap_orphans)
+                self._close_session(tracked, reason, detail)
+            self._stop_found(found.get(key, []), detail)
+            if reason == ExitReason.DELETED:
+                TunnelSession.objects.filter(tunnel_uuid=key, ended_at=None).update(
+                    ended_at=timezone.now(), exit_reason=reason, exit_detail=detail
+                )
+            logger.info("tunnel %s: %s", key, detail)
+
+    # --- shutting down -------------------------------------------------------
+
+    def stop_all(self) -> None:
+        """--stop-on-exit: stop every tunnel this node runs (desired state is kept)."""
+        if not self.tracked:
+            return
+        tunnels = {str(t.uuid): t for t in Tunnel.objects.filter(uuid__in=list(self.tracked))}
+        for key, tracked in list(self.tracked.items()):
+            tunnel = tunnels.get(key)
+            if tunnel is None:
+                processes.stop_group(tracked.pgid, tracked.pids(), tracked.popen, reap_orphans=self.reap_orphans)
+                self.tracked.pop(key, None)
+                continue
+            self.stop(tunnel, tracked, ExitReason.WORKER_EXIT, "worker shut down with --stop-on-exit")

@@ -1,0 +1,71 @@
+"""Shared resources of the tunnels a node runs: the ssh-agent's keys, log sizes, changed host keys."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+
+from tunnels import hostkeys, logfiles
+from tunnels.agent import AgentError
+from tunnels.models import Desired, Tunnel
+from tunnels.worker.decide import precondition_error
+from tunnels.worker.health import explain
+
+logger = logging.getLogger("tunnelsite.worker")
+
+
+class Resources:
+    """Reconciler mixin: per-node resources kept in line at the resync."""
+
+    def _sync_agent(self, tunnels: list[Tunnel]) -> None:
+        """At the resync: the agent holds exactly the keys of the tunnels this node runs."""
+        needed = {
+            t.ssh_key_id: t.ssh_key
+            for t in tunnels
+            if t.ssh_key_id and t.node == self.node and t.desired_state == Desired.RUNNING and not precondition_error(t)
+        }
+        needed.update(self.preflights.keys_in_use())  # a running connection test's key stays too
+        try:
+            self.agent.sync(needed.values())
+        except (AgentError, OSError, subprocess.SubprocessError):
+            logger.exception("could not synchronise the ssh-agent")
+
+    # --- logs (tunnels.logfiles) ------------------------------------------------
+
+    def _bound_logs(self, tunnels: list[Tunnel]) -> None:
+        """At the resync (not every pass): rotate the logs this node's processes write and hold
+        their owners to the per-user cap. A log overshoots LOG_MAX_BYTES by at most one interval's output."""
+        running = {t.log_path: self.tracked[str(t.uuid)] for t in tunnels if str(t.uuid) in self.tracked}
+        if not running:
+            return
+        owners = {t.owner_id for t in tunnels if t.log_path in running}
+        by_owner: dict[int, list] = {}
+        for owner_id, uuid in Tunnel.objects.filter(owner_id__in=owners).values_list("owner_id", "uuid"):
+            by_owner.setdefault(owner_id, []).append(logfiles.path_for(uuid))
+        try:
+            emptied = logfiles.bound(running, by_owner)
+        except OSError:
+            logger.exception("could not rotate the tunnel logs")
+            return
+        for path in emptied & running.keys():
+            running[path].offset = 0  # read what the process writes from now on
+
+    # --- host keys (tunnels.hostkeys) -----------------------------------------
+
+    def _host_key_block(self, tunnel: Tunnel, wanted: bool) -> str | None:
+        """The error keeping ``tunnel`` down while its server's key changed (one query per pass, if any)."""
+        if not wanted:
+            return None
+        if self._changed_hosts is None:
+            self._changed_hosts = hostkeys.changed_targets()
+        return hostkeys.blocked(wanted, tunnel.owner_id, hostkeys.tunnel_target(tunnel), self._changed_hosts)
+
+    def _explain(self, tunnel: Tunnel, text: str, context: str | None = None) -> tuple[str, bool] | None:
+        """``explain``, except that a changed host key (in ``context``, ssh's recent output) is recorded
+        and keeps the tunnel down."""
+        changed = hostkeys.record_change(tunnel, text if context is None else context)
+        if changed is None:
+            return explain(text, tunnel)
+        if self._changed_hosts is not None:
+            self._changed_hosts[(tunnel.owner_id, *hostkeys.tunnel_target(tunnel))] = changed
+        return changed, True
