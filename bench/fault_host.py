@@ -1,0 +1,254 @@
+"""Host faults of bench/faults.py: the data dir on a full disk (a small tmpfs) and an SSH server that
+accepts connections and never speaks, under a burst of reads."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from fault_rows import Check, errors_seen, note, pct, spread, wait
+from faultstack import HOST, Ports, Stack, running_stack
+
+LOG_MAX_BYTES = 1048576  # TUNNELSITE_LOG_MAX_BYTES's default
+LOG_KEEP = 2
+
+
+@contextmanager
+def tmpfs(path: Path, size: str) -> Iterator[bool]:
+    """A tmpfs of ``size`` at ``path`` (root only); yields False when it cannot be mounted here."""
+    path.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    try:
+        yield done.returncode == 0
+    finally:
+        if done.returncode == 0 and subprocess.run(["umount", str(path)], capture_output=True).returncode:
+            subprocess.run(["umount", "-l", str(path)], capture_output=True)  # something still holds a file
+
+
+def fill(path: Path) -> int:
+    """Write ``path`` until the disk is full; returns the bytes written."""
+    written = 0
+    chunk = b"\0" * (1 << 20)
+    with open(path, "wb", buffering=0) as handle:
+        for size in (1 << 20, 4096, 1):
+            try:
+                while True:
+                    written += handle.write(chunk[:size])
+            except OSError:
+                continue
+    return written
+
+
+def hammer(port: int, stop: threading.Event) -> None:
+    """Connections to a -L tunnel whose far end refuses: each costs ssh a log line."""
+    while not stop.is_set():
+        try:
+            with socket.create_connection((HOST, port), timeout=1) as sock:
+                sock.recv(16)
+        except OSError:
+            time.sleep(0.01)
+
+
+def log_bytes(stack: Stack, tunnel_id: str) -> int:
+    base = stack.data / "logs" / f"tunnel-{tunnel_id}.log"
+    return sum(path.stat().st_size for path in base.parent.glob(base.name + "*") if path.exists())
+
+
+def disk_full_row(root: Path, ports: Ports, template: Path, quick: bool) -> list[Check]:
+    mount = root / "disk"
+    with tmpfs(mount, "48m") as mounted:
+        if not mounted:
+            return [
+                Check(
+                    "a tmpfs cannot be mounted here (not root, or no CAP_SYS_ADMIN): row not run",
+                    "a small tmpfs for the data dir",
+                    None,
+                )
+            ]
+        with running_stack(root, ports, template, data=mount / "data") as stack:
+            return full_disk_under(stack, 8.0 if quick else 20.0)
+    return []
+
+
+def full_disk_under(stack: Stack, seconds: float) -> list[Check]:
+    probe = stack.probe
+    noisy = stack.create("-L", probe=False, remote_port=stack.ports.take())  # nothing listens there
+    wait(lambda: stack.tunnels()[noisy.id]["status"] == "running", timeout=30)
+    stop = threading.Event()
+    for _ in range(4):
+        threading.Thread(target=hammer, args=(noisy.entry, stop), daemon=True).start()
+    try:
+        sizes = [(time.monotonic(), log_bytes(stack, noisy.id))]
+        for _ in range(5):
+            time.sleep(1)
+            sizes.append((time.monotonic(), log_bytes(stack, noisy.id)))
+        rate = (sizes[-1][1] - sizes[0][1]) / (sizes[-1][0] - sizes[0][0])
+        filler = stack.data / "filler"
+        filled = fill(filler)
+        note(f"noisy tunnel's log grew {rate / 1024:.0f} KB/s before the disk was full; filler {filled >> 20} MB")
+        during = under_full_disk(stack, seconds, noisy)
+        filler.unlink()
+    finally:
+        stop.set()
+    freed = time.monotonic()
+    crash = during["crash"]
+    back = probe.wait_all_ok(during["killed_at"], timeout=60, ids=[crash])
+    time.sleep(12)  # one resync (10 s) to close or repair sessions
+    return full_disk_checks(stack, noisy, during, freed, back)
+
+
+def compat_status(stack: Stack, tunnel_hash: str) -> str:
+    """What the autossh-compatible ``GET /status`` says of one tunnel (``RUNNING``), or the answer's kind."""
+    answer = stack.call("GET", "/status")
+    if not isinstance(answer.body, list):
+        return answer.kind
+    return next((str(item.get("status")) for item in answer.body if item.get("hash") == tunnel_hash), "missing")
+
+
+def under_full_disk(stack: Stack, seconds: float, noisy) -> dict:
+    """While the disk is full: a create every 2 s, the health check and compat /status, and a
+    SIGKILL of one -R tunnel's autossh after 2 s."""
+    until = time.monotonic() + seconds
+    crash = next(t for t in stack.probe.tunnels.values() if t.direction == "-R")
+    writes, health, compat, largest = Counter(), Counter(), Counter(), 0
+    killed_at = None
+    while time.monotonic() < until:
+        if killed_at is None and time.monotonic() > until - seconds + 2:
+            stack.crash(crash.id)
+            killed_at = time.monotonic()
+        writes[stack.call("POST", "/api/v1/tunnels/", stack.tunnel_body("-L", desired_state="stopped")).kind] += 1
+        answer = stack.call("GET", "/api/v1/status")
+        health[f"{answer.kind} error={answer.get('error')!r} workers={answer.get('workers')!r}"[:160]] += 1
+        compat[compat_status(stack, crash.hash)] += 1
+        largest = max(largest, log_bytes(stack, noisy.id))
+        time.sleep(max(0.0, 2 - (time.monotonic() - until + seconds) % 2))
+    return {
+        "writes": writes,
+        "health": health,
+        "compat": compat,
+        "largest": largest,
+        "crash": crash.id,
+        "killed_at": killed_at or time.monotonic(),
+    }
+
+
+def full_disk_checks(stack: Stack, noisy, during: dict, freed: float, back: float | None) -> list[Check]:
+    crash = during["crash"]
+    respawns = stack.probe.pids_after(crash, during["killed_at"])
+    tunnels = stack.tunnels()
+    open_sessions = Counter(s["tunnel_id"] for s in stack.history() if not s["unregistered_at"])
+    running = [tid for tid, t in tunnels.items() if t["status"] == "running"]
+    wrong = {tunnels[tid]["name"]: open_sessions.get(tid, 0) for tid in running if open_sessions.get(tid, 0) != 1}
+    wrong.update({tunnels[t]["name"]: n for t, n in open_sessions.items() if t in tunnels and t not in running})
+    limit = LOG_MAX_BYTES * (LOG_KEEP + 1)
+    reported = any("disk" in key.lower() for key in during["health"])
+    note(f"health during: {dict(during['health'])}")
+    downtime = f"{back - during['killed_at']:.1f} s" if back else "never"
+    note(
+        f"compat /status of the killed tunnel during: {dict(during['compat'])}; new pids after the kill: "
+        f"{len(respawns)}; traffic back {downtime} after the kill"
+    )
+    note(f"last_error of the killed tunnel: {errors_seen(stack, crash, during['killed_at'], time.monotonic())}")
+    return [
+        Check(
+            f"noisy tunnel's log and copies: largest {during['largest'] / 2**20:.2f} MB",
+            f"bounded: <= {limit / 2**20:.0f} MB (LOG_MAX_BYTES x (LOG_KEEP + 1); issue: grew past 1 MB, filled "
+            "the disk in 7 s)",
+            during["largest"] <= limit,
+        ),
+        Check(
+            f"creates during the full disk: {dict(during['writes'])}",
+            "JSON errors, never HTML 500",
+            all("json" in kind for kind in during["writes"]),
+        ),
+        Check(
+            f"disk full reported in GET /api/v1/status: {'yes' if reported else 'no'}",
+            "yes, as the node error 'disk full: data dir'",
+            reported,
+        ),
+        Check(
+            f"tunnels with other than one open session (running) or any (stopped) afterwards: {wrong or 'none'}",
+            "none: exactly one open session per running tunnel (issue: 2 open sessions forever)",
+            not wrong,
+        ),
+    ]
+
+
+class Hanging:
+    """A TCP server that accepts and never says a word (an SSH server that hangs)."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((HOST, port))
+        self.sock.listen(256)
+        self.port = port
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                self.held.append(self.sock.accept()[0])
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
+
+
+def hanging_row(root: Path, ports: Ports, template: Path, quick: bool) -> list[Check]:
+    posts_n, reads_n = (6, 50) if quick else (20, 200)
+    with running_stack(root, ports, template) as stack:
+        hang = Hanging(ports.take())
+        try:
+            ids = [
+                stack.create("-L", probe=False, ssh_port=hang.port, desired_state="stopped").id for _ in range(posts_n)
+            ]
+            posts: list = []
+            reads: list = []
+            post_threads = [
+                threading.Thread(target=lambda t=t: posts.append(stack.action(t, "start", 30, 120))) for t in ids
+            ]
+            read_threads = [
+                threading.Thread(
+                    target=lambda: reads.append(stack.call("GET", "/api/v1/tunnels/?limit=50", timeout=120))
+                )
+                for _ in range(reads_n)
+            ]
+            for thread in post_threads:
+                thread.start()
+            time.sleep(0.5)
+            for thread in read_threads:
+                thread.start()
+            for thread in [*post_threads, *read_threads]:
+                thread.join(timeout=150)
+        finally:
+            hang.close()
+    read_s = [a.seconds for a in reads]
+    post_s = [a.seconds for a in posts]
+    note(
+        f"reads: {Counter(a.kind for a in reads)}; posts: {Counter(a.kind for a in posts)}, outputs "
+        f"{Counter(str(a.get('output'))[:40] for a in posts).most_common(3)}"
+    )
+    return [
+        Check(
+            f"{reads_n} concurrent reads: p50 {pct(read_s, 0.5):.2f} s, p90 {pct(read_s, 0.9):.2f} s, "
+            f"p99 {pct(read_s, 0.99):.2f} s",
+            "not held behind the waits: p99 well under the 30 s wait (issue: p90 31 s, p99 31.5 s); pass: p99 < 5 s",
+            pct(read_s, 0.99) < 5,
+        ),
+        Check(
+            f"{posts_n} start?wait=30: {spread(post_s)}, min {min(post_s):.1f} s",
+            "each within its 30 s cap plus a small margin (issue: 31-47 s); pass: max <= 32 s",
+            max(post_s) <= 32,
+        ),
+    ]
