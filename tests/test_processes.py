@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import socket
 import subprocess
+import sys
 
 import psutil
 import pytest
@@ -108,3 +111,74 @@ def test_listening_on_reports_only_the_owner_of_the_socket(data_dir):
         assert not processes.listening_on(proc.pid, port + 1 if port < 65535 else port - 1)
     finally:
         processes.stop_group(proc.pid, [(proc.pid, None)], proc)
+
+
+LISTENER = (
+    "import socket,sys,time; s=socket.socket(int(sys.argv[1])); s.bind((sys.argv[2],0)); s.listen(); "
+    "print(s.getsockname()[1], flush=True); time.sleep(30)"
+)
+
+
+@pytest.fixture
+def listener():
+    """Start a process that listens on a free port of ``host``; returns (process, port). Stopped by PID."""
+    started = []
+
+    def run(host: str = "127.0.0.1"):
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        proc = subprocess.Popen(
+            [sys.executable, "-c", LISTENER, str(int(family)), host], stdout=subprocess.PIPE, start_new_session=True
+        )
+        started.append(proc)
+        return proc, int(proc.stdout.readline())
+
+    yield run
+    for proc in started:
+        processes.stop_group(proc.pid, [(proc.pid, None)], proc)
+
+
+def test_listening_table_maps_a_port_to_the_socket_of_the_process_holding_it(listener):
+    proc, port = listener()
+    with socket.create_connection(("127.0.0.1", port)) as client:  # a connection is not a listener
+        table = processes.listening_sockets()
+        client_port = client.getsockname()[1]
+
+    assert table[port] & processes.socket_inodes(proc.pid)
+    assert client_port not in table
+    assert processes.holds_listener([proc.pid], port, table)
+    assert not processes.holds_listener([os.getpid()], port, table)  # another process: not the holder
+    assert not processes.holds_listener([proc.pid], port, {})  # a table read before it listened
+
+
+def test_listening_table_reads_ipv6_too(listener):
+    if not socket.has_ipv6 or not _ipv6_loopback():
+        pytest.skip("no IPv6 loopback here")
+    proc, port = listener("::1")
+    assert processes.holds_listener([proc.pid], port, processes.listening_sockets())
+
+
+def test_children_lists_a_process_children_from_proc(listener):
+    proc, _ = listener()
+    assert processes.children(os.getpid()) is not None and proc.pid in processes.children(os.getpid())
+    assert processes.children(proc.pid) == []
+    assert processes.children(2**22 + 12345) == []  # no such process
+
+
+def test_stop_groups_stops_many_with_one_grace_period(data_dir):
+    procs = [
+        processes.start(["sleep", "30"], {"PATH": "/usr/bin:/bin"}, data_dir / "logs" / f"t{i}.log")[0]
+        for i in range(20)
+    ]
+    groups = [processes.Group(p.pid, [(p.pid, processes.create_time(p.pid))], p) for p in procs]
+
+    assert processes.stop_groups(groups) == []
+    assert all(p.returncode is not None for p in procs)  # every one reaped
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+        return True
+    except OSError:
+        return False

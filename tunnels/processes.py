@@ -30,6 +30,7 @@ logger = logging.getLogger("tunnelsite.worker")
 TUNNEL_NAMES = ("autossh", "ssh")
 STOP_GRACE = 3.0
 PR_SET_CHILD_SUBREAPER = 36
+TCP_LISTEN = "0A"  # the state column of /proc/net/tcp
 
 
 @dataclass
@@ -202,6 +203,15 @@ def create_time(pid: int) -> float | None:
         return None
 
 
+@dataclass
+class Group:
+    """A tunnel's process group to stop: ``pgid`` plus the (pid, create time) pairs that must be gone."""
+
+    pgid: int
+    pids: list[tuple[int, float | None]]
+    popen: subprocess.Popen | None = None
+
+
 def stop_group(
     pgid: int,
     pids: list[tuple[int, float | None]],
@@ -214,22 +224,47 @@ def stop_group(
     Only a pgid taken from a process verified by (pid, create time) is
     signalled: Linux does not reuse an id while its group still has members.
     """
-    _killpg(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_GRACE
-    while time.monotonic() < deadline:
-        _reap_listed(popen, pids, reap_orphans)
-        if not any(same_process(pid, ctime) for pid, ctime in pids):
+    return not stop_groups([Group(pgid, pids, popen)], reap_orphans=reap_orphans)
+
+
+def stop_groups(groups: list[Group], *, reap_orphans: bool = False) -> list[Group]:
+    """``stop_group`` for many at once: every group is signalled, then all share one grace period
+    (stopping a thousand takes about as long as stopping one). Returns the groups still alive."""
+    terminate_groups(groups)
+    return await_groups(groups, reap_orphans=reap_orphans)
+
+
+def terminate_groups(groups: list[Group]) -> None:
+    for group in groups:
+        _killpg(group.pgid, signal.SIGTERM)
+
+
+def await_groups(groups: list[Group], *, reap_orphans: bool = False) -> list[Group]:
+    """Wait for signalled groups to exit, SIGKILL those left after the grace period; returns the survivors."""
+    left = _wait_gone(groups, STOP_GRACE, reap_orphans)
+    for group in groups:  # every group: members the caller did not list (a new ssh child) go too
+        _killpg(group.pgid, signal.SIGKILL)
+    left = _wait_gone(left, 2.0, reap_orphans)
+    for group in groups:  # a process may have died between the last reaping and the last look
+        _reap_listed(group.popen, group.pids, False)
+    for group in left:
+        logger.error("process group %s did not exit after SIGKILL", group.pgid)
+    return left
+
+
+def _wait_gone(groups: list[Group], seconds: float, reap_orphans: bool) -> list[Group]:
+    deadline = time.monotonic() + seconds
+    left = list(groups)
+    while left:
+        for group in left:
+            _reap_listed(group.popen, group.pids, False)
+        if reap_orphans:
+            reap(orphans=True)
+        left = [g for g in left if any(same_process(pid, ctime) for pid, ctime in g.pids)]
+        if not left or time.monotonic() >= deadline:
             break
         time.sleep(0.02)
-    _killpg(pgid, signal.SIGKILL)
-    deadline = time.monotonic() + 2.0
-    while time.monotonic() < deadline:
-        _reap_listed(popen, pids, reap_orphans)
-        if not any(same_process(pid, ctime) for pid, ctime in pids):
-            return True
-        time.sleep(0.02)
-    logger.error("process group %s did not exit after SIGKILL", pgid)
-    return False
+    return left
 
 
 def _killpg(pgid: int, sig: int) -> None:
@@ -287,9 +322,60 @@ def reap_zombie_tunnels() -> None:
 
 
 def listening_on(pid: int, port: int) -> bool:
-    """True if process ``pid`` holds a listening TCP socket on ``port``."""
+    """True if process ``pid`` holds a listening TCP socket on ``port`` (one table read: for one-off checks)."""
+    return holds_listener([pid], port, listening_sockets())
+
+
+def listening_sockets() -> dict[int, set[int]]:
+    """Every listening TCP port of this network namespace → its socket inodes.
+
+    One read of ``/proc/net/tcp`` and ``tcp6`` serves every tunnel checked in a pass
+    (psutil's per-process ``net_connections`` reads the whole table each time).
+    """
+    table: dict[int, set[int]] = {}
+    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(path) as handle:
+                next(handle, None)  # the header
+                for line in handle:
+                    fields = line.split()
+                    if len(fields) > 9 and fields[3] == TCP_LISTEN:
+                        port = int(fields[1].rpartition(":")[2], 16)
+                        table.setdefault(port, set()).add(int(fields[9]))
+        except OSError:  # no IPv6, or no /proc: nothing listens that we can see
+            continue
+    return table
+
+
+def socket_inodes(pid: int) -> set[int]:
+    """The inodes of the sockets process ``pid`` holds (its fds only: no scan of other processes)."""
+    inodes = set()
     try:
-        connections = psutil.Process(pid).net_connections(kind="tcp")
-    except psutil.Error:
-        return False
-    return any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in connections)
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return inodes
+    for fd in fds:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(int(target[8:-1]))
+    return inodes
+
+
+def holds_listener(pids: list[int], port: int, table: dict[int, set[int]]) -> bool:
+    """True if one of ``pids`` holds a socket listening on ``port`` (``table`` from ``listening_sockets``)."""
+    inodes = table.get(port)
+    return bool(inodes) and any(inodes & socket_inodes(pid) for pid in pids)
+
+
+def children(pid: int) -> list[int] | None:
+    """The child pids of ``pid`` from one small /proc file (None when the kernel does not offer it)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as handle:
+            return [int(child) for child in handle.read().split()]
+    except FileNotFoundError:
+        return None if os.path.exists(f"/proc/{pid}") else []  # a process that is gone has no children
+    except (OSError, ValueError):
+        return []
