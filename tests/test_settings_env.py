@@ -2,11 +2,16 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from tunnelsite import env
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_env_bool(monkeypatch):
@@ -87,9 +92,6 @@ def test_database_config_bad_url(tmp_path):
 
 
 def test_production_refuses_placeholder_secret(tmp_path):
-    import subprocess
-    import sys
-
     envvars = {
         **os.environ,
         "TUNNELSITE_ENV": "production",
@@ -99,3 +101,39 @@ def test_production_refuses_placeholder_secret(tmp_path):
     result = subprocess.run([sys.executable, "manage.py", "check"], env=envvars, capture_output=True, text=True)
     assert result.returncode != 0
     assert "SECRET_KEY is missing or a placeholder" in result.stderr
+
+
+WORKER_BATCH_SETTINGS = (
+    "TUNNELSITE_WORKER_START_BATCH",
+    "TUNNELSITE_WORKER_MAX_STARTUPS",
+    "TUNNELSITE_WORKER_STOP_CONCURRENCY",
+)
+
+
+def _worker_batch_settings(tmp_path, **values: str) -> subprocess.CompletedProcess:
+    envvars = {k: v for k, v in os.environ.items() if k not in WORKER_BATCH_SETTINGS}
+    envvars.update(TUNNELSITE_DATA_DIR=str(tmp_path), **values)
+    code = (
+        "from django.conf import settings as s; "
+        "print(s.WORKER_START_BATCH, s.WORKER_MAX_STARTUPS, s.WORKER_STOP_CONCURRENCY)"
+    )
+    return subprocess.run(
+        [sys.executable, "manage.py", "shell", "-v", "0", "-c", code],
+        env=envvars,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_worker_batch_settings_default_and_come_from_the_environment(tmp_path):
+    assert _worker_batch_settings(tmp_path).stdout.split() == ["25", "10", "64"]
+    given = dict(zip(WORKER_BATCH_SETTINGS, ("5", "3", "7"), strict=True))
+    assert _worker_batch_settings(tmp_path, **given).stdout.split() == ["5", "3", "7"]
+
+
+@pytest.mark.parametrize("name", WORKER_BATCH_SETTINGS)
+def test_worker_batch_settings_refuse_zero(tmp_path, name):
+    result = _worker_batch_settings(tmp_path, **{name: "0"})
+    assert result.returncode != 0
+    assert f"{name} must be between 1 and 10000, got 0" in result.stderr

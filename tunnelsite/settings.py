@@ -231,6 +231,13 @@ WORKER_RESYNC_SECONDS = env_int("TUNNELSITE_WORKER_RESYNC", 10, minimum=1)
 # A failing tunnel is retried after BASE, 2*BASE, 4*BASE ... seconds, at most MAX.
 WORKER_BACKOFF_BASE = env_float("TUNNELSITE_WORKER_BACKOFF_BASE", 1.0, minimum=0.05)
 WORKER_BACKOFF_MAX = env_float("TUNNELSITE_WORKER_BACKOFF_MAX", 60.0, minimum=0.1)
+# Starting many tunnels: at most START_BATCH are started per pass (the started ones are checked in between),
+# and at most MAX_STARTUPS are spawned but not yet authenticated at once: sshd drops connections beyond its
+# MaxStartups (default 10:30:100) while they authenticate.
+WORKER_START_BATCH = env_int("TUNNELSITE_WORKER_START_BATCH", 25, minimum=1, maximum=10000)
+WORKER_MAX_STARTUPS = env_int("TUNNELSITE_WORKER_MAX_STARTUPS", 10, minimum=1, maximum=10000)
+# Stopping many tunnels: this many process groups are signalled at once and share one grace period.
+WORKER_STOP_CONCURRENCY = env_int("TUNNELSITE_WORKER_STOP_CONCURRENCY", 64, minimum=1, maximum=10000)
 AUTOSSH_BIN = env_str("TUNNELSITE_AUTOSSH", "autossh")
 AUTOSSH_POLL = env_int("TUNNELSITE_AUTOSSH_POLL", 30, minimum=1)
 SSH_CONFIG = env_str("TUNNELSITE_SSH_CONFIG", "")

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from tunnels import hostkeys, processes, retries
 from tunnels.models import ExitReason, Status, Tunnel
-from tunnels.ssh import autossh_gate_seconds, redact
+from tunnels.ssh import redact
 from tunnels.validation import split_local
 from tunnels.worker.tracked import Tracked
 
@@ -107,17 +107,15 @@ class Health:
             self._touch_key(tunnel)
             hostkeys.seen(tunnel)  # keep the key ssh trusted on first use
             logger.info("tunnel %s (%s) is running, pid %s", tunnel.name, tunnel.uuid, tracked.pid)
-            return
-        limit = autossh_gate_seconds()
-        if time.monotonic() - tracked.started > limit:
-            self.fail(tunnel, tracked, f"the tunnel did not come up within {limit} seconds (see its log)", False)
+        # Not up yet: the start deadline is the pass's decision (tunnels.worker.decide).
 
     def _forward_up(self, tunnel: Tunnel, tracked: Tracked) -> bool:
         if not tracked.ssh_pids:
             return False
         if tunnel.is_forward_local:
             host, port = split_local(tunnel.local_port)
-            if not any(processes.listening_on(pid, port) for pid in tracked.ssh_pids):
+            # One read of the machine's listening sockets per pass, matched against this ssh's fds only.
+            if not processes.holds_listener(tracked.ssh_pids, port, self.listening_table()):
                 return False
             return _accepts(host, port)
         if "Authenticated to" not in tracked.seen:

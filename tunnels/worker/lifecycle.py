@@ -11,6 +11,7 @@ from tunnels import hostkeys, netpolicy, processes
 from tunnels.agent import AgentError, KeyUnusable
 from tunnels.models import Desired, ExitReason, Status, Tunnel, TunnelSession
 from tunnels.ssh import NoKey, command_for
+from tunnels.worker.decide import Exit
 from tunnels.worker.tracked import Tracked
 
 logger = logging.getLogger("tunnelsite.worker")
@@ -28,8 +29,12 @@ class Lifecycle:
     def _stop_found(self, found: list[processes.Found], why: str) -> None:
         for item in found:
             logger.info("stopping pid %s (%s): %s", item.pid, item.uuid, why)
-            pids = [(item.pid, item.create_time), *((pid, None) for pid in item.ssh_pids)]
-            processes.stop_group(item.pgid, pids, reap_orphans=self.reap_orphans)
+        groups = [
+            processes.Group(item.pgid, [(item.pid, item.create_time), *((pid, None) for pid in item.ssh_pids)])
+            for item in found
+        ]
+        if groups:
+            processes.stop_groups(groups, reap_orphans=self.reap_orphans)
 
     # --- starting, checking, stopping -----------------------------------------
 
@@ -94,37 +99,27 @@ class Lifecycle:
         logger.info("adopted tunnel %s (%s) pid %s", tunnel.name, tunnel.uuid, found.pid)
         return tracked
 
-    def on_exit(self, tunnel: Tunnel, tracked: Tracked, found: list[processes.Found]) -> bool:
-        """The autossh process died. Returns True when the caller should carry on (start again)."""
-        key = str(tunnel.uuid)
+    def reap_exit(self, tunnel: Tunnel, tracked: Tracked, found: list[processes.Found]) -> Exit:
+        """The autossh process died: collect what it said, clear what it left, close its session."""
         text, tracked.offset = processes.read_log(tunnel.log_path, tracked.offset)
         failure = self._explain(tunnel, tracked.seen + text) if (text or tracked.seen) else None
         code = tracked.popen.returncode if tracked.popen is not None else None
         detail = failure[0] if failure else (f"exit status {code}" if code is not None else "the process disappeared")
         # A killed autossh leaves its ssh child behind, still holding the port.
-        leftovers = [f for f in found if f.orphan]
-        self._stop_found(leftovers, "ssh left behind by a dead autossh")
+        self._stop_found([f for f in found if f.orphan], "ssh left behind by a dead autossh")
         processes.stop_group(tracked.pgid, tracked.pids(), tracked.popen, reap_orphans=self.reap_orphans)
-        was_healthy = tracked.healthy
-        self._close_session(tracked, ExitReason.CRASHED if was_healthy else ExitReason.FAILED, detail)
-        self.tracked.pop(key, None)
+        self._close_session(tracked, ExitReason.CRASHED if tracked.healthy else ExitReason.FAILED, detail)
+        self.tracked.pop(str(tunnel.uuid), None)
         logger.info("tunnel %s (%s) pid %s exited: %s", tunnel.name, tunnel.uuid, tracked.pid, detail)
-        if tunnel.desired_state != Desired.RUNNING:
-            return True
-        if not tunnel.auto_restart:
-            message = f"the tunnel's process exited ({detail}); auto restart is off, so it was not restarted"
-            self._update(tunnel, status=Status.STOPPED, pid=None, process_create_time=None, last_error=message)
-            Tunnel.objects.filter(pk=tunnel.pk, node=self.node).update(
-                desired_state=Desired.STOPPED, desired_changed_at=timezone.now(), desired_by=None
-            )
-            tunnel.desired_state = Desired.STOPPED
-            return True
-        if was_healthy and not self._host_key_block(tunnel, True):
-            self._update(tunnel, last_error=f"process exited ({detail}); restarted")
-            self.start(tunnel, restart=True)
-            return False
-        self.fail(tunnel, None, detail, failure[1] if failure else False)
-        return False
+        return Exit(detail=detail, needs_user=failure[1] if failure else False, was_healthy=tracked.healthy)
+
+    def disable(self, tunnel: Tunnel, message: str) -> None:
+        """Exited with auto restart off: stopped, with the reason, and desired stopped too."""
+        self._update(tunnel, status=Status.STOPPED, pid=None, process_create_time=None, last_error=message)
+        Tunnel.objects.filter(pk=tunnel.pk, node=self.node).update(
+            desired_state=Desired.STOPPED, desired_changed_at=timezone.now(), desired_by=None
+        )
+        tunnel.desired_state = Desired.STOPPED
 
     def stop(
         self,
@@ -144,47 +139,3 @@ class Lifecycle:
         logger.info("stopped tunnel %s (%s) pid %s: %s", tunnel.name, key, tracked.pid, reason)
         if record and settle:
             self._update(tunnel, status=Status.STOPPED, pid=None, process_create_time=None)
-
-    # --- tunnels that are no longer ours --------------------------------------
-
-    def _forget_unhandled(self, handled: set[str], found: dict[str, list[processes.Found]], live: set[str]) -> None:
-        """Stop processes of deleted tunnels and of tunnels another node now runs."""
-        keys = (set(self.tracked) | set(found)) - handled
-        if not keys:
-            return
-        owners = {str(u): node for u, node in Tunnel.objects.filter(uuid__in=keys).values_list("uuid", "node")}
-        for key in keys:
-            node = owners.get(key)
-            tracked = self.tracked.pop(key, None)
-            if node is None:
-                reason, detail = ExitReason.DELETED, "the tunnel was deleted"
-            elif node != self.node and node in live:
-                if tracked is None and all(f.node != self.node for f in found.get(key, [])):
-                    continue  # another live node's process on this host: not ours to touch
-                reason, detail = ExitReason.HANDED_OVER, f"node {node} runs this tunnel now"
-            else:
-                reason, detail = ExitReason.GONE, "no node runs this tunnel"
-            if tracked is not None:
-                processes.stop_group(tracked.pgid, tracked.pids(), tracked.popen, reap_orphans=self.reap_orphans)
-                self._close_session(tracked, reason, detail)
-            self._stop_found(found.get(key, []), detail)
-            if reason == ExitReason.DELETED:
-                TunnelSession.objects.filter(tunnel_uuid=key, ended_at=None).update(
-                    ended_at=timezone.now(), exit_reason=reason, exit_detail=detail
-                )
-            logger.info("tunnel %s: %s", key, detail)
-
-    # --- shutting down -------------------------------------------------------
-
-    def stop_all(self) -> None:
-        """--stop-on-exit: stop every tunnel this node runs (desired state is kept)."""
-        if not self.tracked:
-            return
-        tunnels = {str(t.uuid): t for t in Tunnel.objects.filter(uuid__in=list(self.tracked))}
-        for key, tracked in list(self.tracked.items()):
-            tunnel = tunnels.get(key)
-            if tunnel is None:
-                processes.stop_group(tracked.pgid, tracked.pids(), tracked.popen, reap_orphans=self.reap_orphans)
-                self.tracked.pop(key, None)
-                continue
-            self.stop(tunnel, tracked, ExitReason.WORKER_EXIT, "worker shut down with --stop-on-exit")

@@ -1,18 +1,29 @@
 """The reconciler: make the running autossh processes match the desired state.
 
-``Reconciler(node).reconcile_once()`` is one pass. It is cheap when nothing
-changed (a heartbeat, one read of the change marker, a liveness check of the
-processes it knows); a full pass (one psutil scan, one query for the tunnels
-this node runs or may claim) happens when the marker moved, a process died, a
-tunnel is starting or due for a retry, or the resync interval elapsed.
+``Reconciler(node).reconcile_once()`` is one pass, of one of three kinds:
 
-Only this module (through ``tunnels.processes``, in tunnels.worker.lifecycle) starts or stops processes.
+* idle (nothing needs attention): a heartbeat and one read of the change marker;
+* busy: only the tunnels that need attention — starting ones (checked), exited
+  ones, back-offs that are due and queued starts — read by primary key, with
+  no process scan;
+* full, when the marker moved, at the resync or when a peer's lease runs
+  out: one process scan and one query for every tunnel this node runs or may claim.
+
+Per tunnel the pass builds a ``View`` (tunnels.worker.acting), asks
+``decide`` (tunnels.worker.decide) for the next step and carries it out.
+Starts are bounded per pass (``WORKER_START_BATCH``) and by the tunnels still
+authenticating (``WORKER_MAX_STARTUPS``); the rest are queued for the next
+passes, so starting and checking overlap. ``next_due()`` tells the loop when
+the next pass is wanted.
+
+Only this package (through ``tunnels.processes``) starts or stops processes.
 Observed state is written with ``filter(pk=..., node=me).update(...)``: a
 row count of 0 means another node took the tunnel, and our copy is stopped.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 
@@ -20,21 +31,31 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from tunnels import processes, retries, services
+from tunnels import processes, services
 from tunnels.agent import Agent
-from tunnels.models import Desired, ExitReason, Status, Tunnel
+from tunnels.models import Desired, Status, Tunnel
 from tunnels.preflight_runner import PreflightRunner
+from tunnels.worker.acting import Acting, Step
 from tunnels.worker.bookkeeping import Bookkeeping
-from tunnels.worker.decide import precondition_error
+from tunnels.worker.decide import Action, decide
 from tunnels.worker.health import Health
 from tunnels.worker.lifecycle import Lifecycle
 from tunnels.worker.resources import Resources
+from tunnels.worker.stopping import PendingStop, Stopping
 from tunnels.worker.tracked import Tracked
 
 logger = logging.getLogger("tunnelsite.worker")
 
+# A starting tunnel is checked this often ("running" shows up within this of the forward working).
+CHECK_INTERVAL = 0.05
+# A peer's tunnels are claimable once its lease ran out; look just after that.
+LEASE_MARGIN = 0.05
+# Decisions per tunnel and pass: the longest chain is claim, adopt, stop strays, reap, disable, settle.
+MAX_STEPS = 8
+RELATED = ("owner", "desired_by", "desired_by_token", "ssh_key")
 
-class Reconciler(Bookkeeping, Lifecycle, Health, Resources):
+
+class Reconciler(Bookkeeping, Acting, Lifecycle, Stopping, Health, Resources):
     def __init__(self, node: str | None = None, *, reap_orphans: bool = False) -> None:
         self.node = node or settings.NODE_NAME
         self.reap_orphans = reap_orphans
@@ -50,36 +71,39 @@ class Reconciler(Bookkeeping, Lifecycle, Health, Resources):
         self._key_touched: dict = {}
         # Connection tests run in their own threads; their keys go through this agent.
         self.preflights = PreflightRunner(self.node, agent=self.agent)
-        self._changed_hosts: dict[tuple[int, str, int], str] | None = None  # per full pass (tunnels.hostkeys)
+        self._changed_hosts: dict[tuple[int, str, int], str] | None = None  # per pass (tunnels.hostkeys)
+        # Attention between passes: starts waiting for a slot (pk → counts as a restart), back-offs (pk → when).
+        self._queued: dict[int, bool] = {}
+        self._due: dict[int, float] = {}
+        self._peer_expiry: float | None = None
+        self._stopping: list[PendingStop] = []
+        self._last_pass = 0.0
+        self._begin_pass()
 
     # --- the pass ---------------------------------------------------------
 
     def reconcile_once(self, *, full: bool = False) -> bool:
-        """One pass; returns True when it was a full pass. (The command closes stale connections first.)"""
+        """One pass; returns True when it was a full pass. (The loop closes stale connections first.)"""
         self.heartbeat()
         marker = services.marker_value()
         now = time.monotonic()
-        died = self._reap_and_check()
+        if self.reap_orphans:
+            processes.reap(orphans=True)
         moved = marker != self._marker
-        due = (
-            full
-            or died
-            or moved
-            or now >= self._next_resync
-            or any(not tr.healthy for tr in self.tracked.values())
-            or (self._wake_at is not None and now >= self._wake_at)
-            or self.preflights.wants_pass
-        )
-        if not due:
-            return False
         resync = now >= self._next_resync
-        self._marker = marker
-        if resync:
-            self._next_resync = now + settings.WORKER_RESYNC_SECONDS
-        self.full_pass(read_logs=resync or died or full, sync_keys=resync or full)
+        lapsed = self._peer_expiry is not None and now >= self._peer_expiry
+        if full or moved or resync or lapsed:
+            self._marker = marker
+            if resync:
+                self._next_resync = now + settings.WORKER_RESYNC_SECONDS
+            self.full_pass(read_logs=resync or full, sync_keys=resync or full)
+        else:
+            ids = self._attention(now)
+            if ids:
+                self.busy_pass(ids)
         if moved or resync or self.preflights.wants_pass:
             self._poll_preflights()
-        return True
+        return full or moved or resync or lapsed
 
     def _poll_preflights(self) -> None:
         # Requests bump the marker, so tests are looked for only when it moved (and at resync).
@@ -90,84 +114,140 @@ class Reconciler(Bookkeeping, Lifecycle, Health, Resources):
 
     @property
     def busy(self) -> bool:
-        """A tunnel is starting: worth looking again sooner than the interval."""
-        return any(not tr.healthy for tr in self.tracked.values())
+        """A tunnel is starting or waits for a start slot: worth looking again sooner than the interval."""
+        return bool(self._queued) or any(not tr.healthy for tr in self.tracked.values())
 
-    def _reap_and_check(self) -> bool:
-        if self.reap_orphans:
-            processes.reap(orphans=True)
-        return any(not tr.alive() for tr in self.tracked.values())
+    def next_due(self) -> float | None:
+        """The monotonic time the next pass is wanted: a starting tunnel's next check, a queued start,
+        a back-off's expiry, a peer's lease expiry, the resync. (Events — the marker, an exit — come sooner.)"""
+        times = [self._next_resync]
+        if self._peer_expiry is not None:
+            times.append(self._peer_expiry)
+        if self._due:
+            times.append(min(self._due.values()))
+        if self.busy:
+            times.append(self._last_pass + CHECK_INTERVAL)
+        return min(times)
 
     def full_pass(self, *, read_logs: bool = True, sync_keys: bool = False) -> None:
-        live = self.live_nodes()
-        found = self.scanner.scan()
-        mine_or_claimable = Q(node=self.node) | (
-            ~Q(node__in=live) & (Q(desired_state=Desired.RUNNING) | ~Q(status=Status.STOPPED))
-        )
-        tunnels = list(Tunnel.objects.select_related("owner", "desired_by_token", "ssh_key").filter(mine_or_claimable))
-        self._wake_at = None
+        self._begin_pass()
+        try:
+            live = self._live_nodes()
+            found = self.scanner.scan()
+            mine_or_claimable = Q(node=self.node) | (
+                ~Q(node__in=live) & (Q(desired_state=Desired.RUNNING) | ~Q(status=Status.STOPPED))
+            )
+            tunnels = list(Tunnel.objects.select_related(*RELATED).filter(mine_or_claimable))
+            self._wake_at = None
+            handled: set[str] = set()
+            for tunnel in tunnels:
+                step = Step(found=found.get(str(tunnel.uuid), []), live=live, read_logs=read_logs)
+                self._visit(tunnel, step, handled)
+            self._forget_unhandled(handled, found, live, set(self.tracked) | set(found))
+            self._forget_attention({t.pk for t in tunnels})
+            if sync_keys:
+                self._sync_agent(tunnels)
+                self._bound_logs(tunnels)
+        finally:
+            self._end_pass()
+
+    def busy_pass(self, ids: set[int]) -> None:
+        """The tunnels that need attention, by primary key: no scan, no query of every tunnel."""
+        self._begin_pass()
+        try:
+            tunnels = list(Tunnel.objects.select_related(*RELATED).filter(pk__in=ids, node=self.node))
+            tunnels.sort(key=lambda t: str(t.uuid) not in self.tracked)  # checks first: they free start slots
+            handled: set[str] = set()
+            for tunnel in tunnels:
+                self._visit(tunnel, Step(read_logs=False), handled)
+            expected = {key for key, tracked in self.tracked.items() if tracked.tunnel_id in ids}
+            self._forget_unhandled(handled, {}, None, expected)
+            self._forget_attention({t.pk for t in tunnels}, among=ids)
+        finally:
+            self._end_pass()
+
+    def _begin_pass(self) -> None:
         self._changed_hosts = None
-        handled: set[str] = set()
-        for tunnel in tunnels:
-            key = str(tunnel.uuid)
-            try:
-                if tunnel.node != self.node and not self.claim(tunnel):
-                    continue
-                handled.add(key)
-                self.reconcile_tunnel(tunnel, found.get(key, []), read_logs=read_logs)
-            except Exception as exc:  # one bad tunnel must not stop the others
-                logger.exception("tunnel %s: unexpected error", key)
-                self._record_error(tunnel, f"worker error: {exc.__class__.__name__}: {exc}")
-        self._forget_unhandled(handled, found, live)
-        if sync_keys:
-            self._sync_agent(tunnels)
-            self._bound_logs(tunnels)
+        self._listening: dict[int, set[int]] | None = None
+        self._starts_left = settings.WORKER_START_BATCH
+        self._authenticating = self._count_authenticating()
+        self._recounted = False
+
+    def _end_pass(self) -> None:
+        self.finish_stops()
+        self._last_pass = time.monotonic()
+
+    def listening_table(self) -> dict[int, set[int]]:
+        """The machine's listening TCP sockets, read at most once per pass (tunnels.processes)."""
+        if self._listening is None:
+            self._listening = processes.listening_sockets()
+        return self._listening
+
+    # --- what needs attention -------------------------------------------------
+
+    def _attention(self, now: float) -> set[int]:
+        ids = {tr.tunnel_id for tr in self.tracked.values() if not tr.healthy or not tr.alive()}
+        ids.update(pk for pk, when in self._due.items() if when <= now)
+        if self._queued:  # the first in the queue, as many as may start now
+            free = min(settings.WORKER_START_BATCH, settings.WORKER_MAX_STARTUPS - self._count_authenticating())
+            ids.update(itertools.islice(self._queued, max(0, free)))
+        return ids
+
+    def _schedule(self, tunnel: Tunnel) -> None:
+        """After a tunnel's turn: remember a back-off to come back to, forget a start it no longer waits for."""
+        key = str(tunnel.uuid)
+        waiting = tunnel.desired_state == Desired.RUNNING and key not in self.tracked and tunnel.node == self.node
+        if waiting and tunnel.backoff_until:
+            remaining = (tunnel.backoff_until - timezone.now()).total_seconds()
+            self._due[tunnel.pk] = time.monotonic() + max(0.0, remaining)
+        else:
+            self._due.pop(tunnel.pk, None)
+        if not waiting:
+            self._queued.pop(tunnel.pk, None)
+
+    def _forget_attention(self, seen: set[int], among: set[int] | None = None) -> None:
+        """Queued starts and back-offs of tunnels the pass did not get (deleted, or not ours)."""
+        for pending in (self._queued, self._due):
+            for pk in [pk for pk in pending if pk not in seen and (among is None or pk in among)]:
+                del pending[pk]
+
+    def _live_nodes(self) -> set[str]:
+        """Nodes with a lease (services' rule), and when the first peer's lease runs out."""
+        rows = list(services.live_workers().values_list("name", "last_seen"))
+        wall, now = timezone.now(), time.monotonic()
+        lease = settings.WORKER_LEASE_SECONDS + LEASE_MARGIN
+        expiries = [now + (seen - wall).total_seconds() + lease for name, seen in rows if name != self.node]
+        self._peer_expiry = min(expiries) if expiries else None
+        return {name for name, _ in rows} | {self.node}
 
     # --- one tunnel ---------------------------------------------------------
 
-    def reconcile_tunnel(self, tunnel: Tunnel, found: list[processes.Found], *, read_logs: bool = True) -> None:
+    def _visit(self, tunnel: Tunnel, step: Step, handled: set[str]) -> None:
         key = str(tunnel.uuid)
-        tracked = self.tracked.get(key)
-        groups = [f for f in found if not f.orphan]
-        if tracked is None and groups:
-            tracked = self.adopt(tunnel, groups[0])
-        if tracked is not None:
-            self._stop_strays(tunnel, tracked, found)
-            mine = next((f for f in groups if f.pid == tracked.pid), None)
-            tracked.ssh_pids = mine.ssh_pids if mine else []
-            if not tracked.alive():
-                if not self.on_exit(tunnel, tracked, found):
-                    return
-                tracked = None
-        elif found:
-            self._stop_found(found, "leftover processes of a tunnel that is not running")
+        try:
+            if self.reconcile_tunnel(tunnel, step):
+                handled.add(key)
+        except Exception as exc:  # one bad tunnel must not stop the others
+            logger.exception("tunnel %s: unexpected error", key)
+            if tunnel.node == self.node:
+                handled.add(key)
+                self._record_error(tunnel, f"worker error: {exc.__class__.__name__}: {exc}")
+                self._schedule(tunnel)
 
-        wanted = tunnel.desired_state == Desired.RUNNING
-        problem = precondition_error(tunnel) if wanted else None
-        if problem:
-            # Only a configuration change fixes it: checked every pass, no retries, no back-off.
-            self._keep_failed(tunnel, tracked, problem)
-            return
-        host_key_changed = self._host_key_block(tunnel, wanted)
-        if host_key_changed:
-            self._keep_failed(tunnel, tracked, host_key_changed)
-            return
-        if not wanted:
-            if tracked is not None:
-                self.stop(tunnel, tracked, ExitReason.STOPPED_BY_USER, "stop requested", ended_by=tunnel.desired_by)
-            self._settle_stopped(tunnel)
-            return
-        if tracked is not None and tracked.generation != tunnel.generation:
-            self.stop(tunnel, tracked, ExitReason.CONFIG_CHANGED, f"configuration generation {tunnel.generation}")
-            tracked = None
-        if tracked is not None:
-            self.check(tunnel, tracked, read_logs=read_logs)
-            return
-        if tunnel.backoff_until and tunnel.backoff_until > timezone.now():
-            wait = (tunnel.backoff_until - timezone.now()).total_seconds()
-            wake = time.monotonic() + wait
-            self._wake_at = wake if self._wake_at is None else min(self._wake_at, wake)
-            return
-        if retries.held(tunnel):
-            return  # a port clash gave up: only a start request or a new configuration retries
-        self.start(tunnel, restart=tunnel.consecutive_failures > 0)
+    def reconcile_tunnel(self, tunnel: Tunnel, found: Step | list[processes.Found], *, read_logs: bool = True) -> bool:
+        """Decide and act until the tunnel settles for this pass; False when another node has it."""
+        step = found if isinstance(found, Step) else Step(found=list(found), read_logs=read_logs)
+        tracked = self.tracked.get(str(tunnel.uuid))
+        if tracked is not None and step.found:
+            mine = next((f for f in step.found if not f.orphan and f.pid == tracked.pid), None)
+            tracked.ssh_pids = mine.ssh_pids if mine else []
+        for _ in range(MAX_STEPS):
+            decision = decide(self.view(tunnel, step))
+            if decision.action is not Action.CHECK:
+                logger.debug("tunnel %s: %s (%s)", tunnel.uuid, decision.action, decision.reason)
+            if not self.act(tunnel, decision, step):
+                break
+        else:
+            logger.error("tunnel %s: still deciding after %d steps", tunnel.uuid, MAX_STEPS)
+        self._schedule(tunnel)
+        return not step.lost

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 from tunnels import processes
 
+AUTHENTICATED = "Authenticated to"  # ssh's line (LogLevel VERBOSE) once the server accepted the key
+
 
 @dataclass
 class Tracked:
@@ -24,6 +26,9 @@ class Tracked:
     session_id: uuid_mod.UUID | None = None
     healthy: bool = False
     started: float = field(default_factory=time.monotonic)
+    # The start deadline counts from here: the first check after the spawn, when the worker could first
+    # look (a pass that spawned many must not eat into the time of the first ones).
+    first_check: float | None = None
     authenticated_at: float | None = None
     ssh_pids: list[int] = field(default_factory=list)
     seen: str = ""  # recent log text, for the -R "Authenticated to" check
@@ -32,6 +37,11 @@ class Tracked:
         if self.popen is not None:
             return self.popen.poll() is None
         return processes.same_process(self.pid, self.create_time)
+
+    @property
+    def authenticating(self) -> bool:
+        """Spawned, not yet through ssh authentication (what an SSH server's MaxStartups counts)."""
+        return not self.healthy and AUTHENTICATED not in self.seen
 
     def pids(self) -> list[tuple[int, float | None]]:
         return [(self.pid, self.create_time), *((pid, None) for pid in self.ssh_pids)]
