@@ -32,6 +32,7 @@ from rest_framework import authentication, exceptions
 
 from accounts import keys, signatures, tokens
 from accounts.models import AccessKey
+from tunnelsite.dblocks import best_effort
 
 logger = logging.getLogger("tunnelsite.auth")
 
@@ -127,7 +128,8 @@ class SignatureAuthentication(authentication.BaseAuthentication):
     def _touch(self, key: AccessKey) -> None:
         now = timezone.now()
         if key.last_used_at is None or now - key.last_used_at >= timedelta(minutes=1):
-            AccessKey.objects.filter(pk=key.pk).update(last_used_at=now)
+            with best_effort():  # bookkeeping: never wait out a lock for it
+                AccessKey.objects.filter(pk=key.pk).update(last_used_at=now)
 
     def authenticate_header(self, request) -> str:
         return 'Signature realm="tunnelsite",headers="(request-target) date"'

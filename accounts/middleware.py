@@ -3,7 +3,8 @@
 Recorded: time, user, token (id + label) or key label, auth method, method,
 path (never the query string, which may carry secrets), status, duration,
 client address, user agent. Never the body or any header holding a credential.
-Cost: exactly one INSERT per recorded request, using ids already in memory.
+Cost: exactly one INSERT per recorded request, using ids already in memory; it never
+makes the request wait for a locked or absent database (``accounts.request_log``).
 """
 
 from __future__ import annotations
@@ -13,13 +14,12 @@ import time
 from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
 
-from accounts.models import ApiRequest
+from accounts import request_log
+from tunnelsite.paths import is_api_path
 
 logger = logging.getLogger("tunnelsite.requests")
-
-# The compat API also lives at these root paths (tunnels/compat/urls.py).
-COMPAT_ROOTS = ("/list", "/status", "/start", "/stop", "/edit", "/delete", "/config", "/logs")
 
 
 # The anonymous health check is polled by load balancers every few seconds;
@@ -30,9 +30,7 @@ NOT_RECORDED = ("/api/v1/status", "/api/v1/status/")
 def is_recorded(path: str) -> bool:
     if path in NOT_RECORDED:
         return False
-    if path.startswith("/api/"):
-        return True
-    return any(path == root or path.startswith(root + "/") for root in COMPAT_ROOTS)
+    return is_api_path(path)
 
 
 class RequestHistoryMiddleware:
@@ -46,7 +44,7 @@ class RequestHistoryMiddleware:
         response = self.get_response(request)
         duration_ms = (time.perf_counter() - started) * 1000
         try:
-            ApiRequest.objects.create(**row_for(request, response.status_code, duration_ms))
+            request_log.record(row_for(request, response.status_code, duration_ms))
         except Exception:  # history must never break the request it describes
             logger.exception("could not record request history for %s %s", request.method, request.path)
         return response
@@ -59,6 +57,7 @@ def row_for(request: HttpRequest, status: int, duration_ms: float) -> dict:
     user = request.__dict__.get("user")
     user_id = getattr(user, "pk", None) if info is not None else None
     return {
+        "created_at": timezone.now(),  # the row may be written later (accounts.request_log)
         "user_id": user_id,
         "token_id": info.token_id if info else None,
         "token_label": (info.label if info else "")[:100],

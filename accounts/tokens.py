@@ -11,6 +11,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from accounts.models import DEFAULT_SCOPES, SCOPE_ADMIN, ApiToken
+from tunnelsite.dblocks import best_effort
 
 PREFIX = "tsk_"
 LOOKUP_BYTES = 9
@@ -115,12 +116,14 @@ LAST_USED_INTERVAL = timedelta(minutes=1)
 
 
 def touch(token: ApiToken) -> None:
-    """Record use at most once a minute per token (a write per request would hurt)."""
+    """Record use at most once a minute per token (a write per request would hurt); skipped
+    rather than waited for while the database is locked."""
     now = timezone.now()
     if token.last_used_at and now - token.last_used_at < LAST_USED_INTERVAL:
         return
-    ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
-    token.last_used_at = now
+    with best_effort():
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+        token.last_used_at = now
 
 
 def unrevoked(queryset):

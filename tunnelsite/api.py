@@ -10,8 +10,10 @@ from django.http import Http404
 from rest_framework import exceptions, parsers, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
+from rest_framework.views import set_rollback
 
 from tunnelsite.errors import ServiceError
+from tunnelsite.faults import database_fault, report
 
 
 def _message(detail: Any) -> str:
@@ -62,7 +64,16 @@ def body_refusal(exc: Exception) -> str | None:
 
 
 def exception_handler(exc: Exception, context: dict) -> Response | None:
-    """DRF errors and service-layer refusals as ``{"error": …}`` (+ ``fields``)."""
+    """DRF errors and service-layer refusals as ``{"error": …}`` (+ ``fields``); a database that does
+    not answer as ``503 {"error", "retry_after"}`` (``tunnelsite.faults``).
+
+    Anything else unexpected returns None: DRF re-raises it and ``FaultMiddleware`` answers the
+    JSON 500, for DRF and plain views alike."""
+    fault = database_fault(exc)
+    if fault is not None:
+        set_rollback()
+        report(context["request"], exc, fault)
+        return Response(fault.body(), status=fault.status, headers=fault.headers())
     if isinstance(exc, ServiceError):
         extra = {"fields": exc.fields} if exc.fields else {}
         return error_response(exc.message, exc.status, **extra)

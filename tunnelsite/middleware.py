@@ -11,11 +11,12 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.middleware import common
 from django.utils.http import escape_leading_slashes
 
+from tunnelsite.paths import CALLS_PREFIX
+
 # An escaped NUL in JSON: "\u0000" preceded by an even number of backslashes
 # (an odd number would mean the backslash itself was escaped).
 JSON_NUL = re.compile(rb"(?:^|[^\\])(?:\\\\)*\\u0000")
 MESSAGE = "Request contains a NUL character, which is never valid input"
-CALLS_PREFIX = "/api/v1/calls/"
 WRONG_DATA = 31  # sshreach "Wrong data"
 
 

@@ -66,6 +66,8 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # Early, so the recorded duration covers sessions, auth and the view.
     "accounts.middleware.RequestHistoryMiddleware",
+    # Inside the history middleware, so its own INSERT keeps its short lock wait (accounts.middleware).
+    "tunnelsite.faults.FaultMiddleware",
     "tunnelsite.middleware.RejectNulMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "tunnelsite.middleware.CommonMiddleware",

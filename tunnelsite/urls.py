@@ -25,3 +25,5 @@ urlpatterns = [
 
 # JSON {"error": "Not Found"} for API and compat paths; the admin keeps its HTML page.
 handler404 = "tunnels.compat.base.not_found"
+# JSON 500/503 for API and compat paths, also for errors raised in middleware (tunnelsite.faults).
+handler500 = "tunnelsite.faults.server_error"

@@ -16,6 +16,8 @@ code   meaning                                                      HTTP
        revoked, deactivated user, missing scope)
 24     client inactive (``client_status``: offline)                 200
 31     wrong data (missing/bad ``tunnel`` or ``allow``)             400 / 404
+50     server error (tunnelsite's own: the database did not answer, 503 (+ ``retry_after``) / 500
+       or an unexpected error)
 =====  ==========================================================  ======
 """
 
@@ -34,9 +36,10 @@ from accounts.authentication import SessionAuthentication
 from accounts.visibility import visible_for
 from tunnels import services
 from tunnels.api import serializers as s
-from tunnels.api.base import WAIT_PARAM, wait_seconds
+from tunnels.api.base import WAIT_PARAM, time_left, wait_seconds
 from tunnels.models import Status, Tunnel
 from tunnels.services import Actor, NotRunnable
+from tunnelsite.faults import CALLS_SERVER_ERROR, database_fault
 
 OK = 0
 NOT_CONNECTED = 11
@@ -56,6 +59,8 @@ def envelope(code: int, message: str, http_status: int = 200, *, success: bool |
 
 
 def code_for(exc: Exception) -> int:
+    if database_fault(exc) is not None:
+        return CALLS_SERVER_ERROR
     if isinstance(exc, exceptions.Throttled):
         return TOO_MANY_CALLS
     if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed | exceptions.PermissionDenied):
@@ -70,8 +75,10 @@ class EnvelopeMixin:
 
     def handle_exception(self, exc: Exception) -> Response:
         response = super().handle_exception(exc)
-        message = response.data.get("error", "error") if isinstance(response.data, dict) else "error"
-        response.data = {"message": message, "error_code": code_for(exc), "success": False}
+        data = response.data if isinstance(response.data, dict) else {}
+        response.data = {"message": data.get("error", "error"), "error_code": code_for(exc), "success": False}
+        if "retry_after" in data and response.status_code == 503:  # the database will be back: when to retry
+            response.data["retry_after"] = data["retry_after"]
         return response
 
 
@@ -227,7 +234,7 @@ class ConnectCall(CallView):
             services.request_start(tunnel, Actor.from_request(request))
         except NotRunnable as exc:
             return envelope(NOT_CONNECTED, f"not connected: {exc.message}", 409)
-        return _desired_outcome(tunnel, True, wait, NOT_CONNECTED)
+        return _desired_outcome(tunnel, True, time_left(request, wait), NOT_CONNECTED)
 
 
 @_call_schema(
@@ -245,7 +252,7 @@ class DisconnectCall(CallView):
     def call(self, request, tunnel: Tunnel) -> Response:
         wait = self.wait(request)
         services.request_stop(tunnel, Actor.from_request(request))
-        return _desired_outcome(tunnel, False, wait, NOT_DISCONNECTED)
+        return _desired_outcome(tunnel, False, time_left(request, wait), NOT_DISCONNECTED)
 
 
 @_call_schema(

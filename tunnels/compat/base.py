@@ -10,7 +10,6 @@ import json
 import re
 from typing import Any
 
-from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -22,22 +21,16 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.authentication import COMPAT_AUTHENTICATION
-from accounts.middleware import COMPAT_ROOTS
 from accounts.visibility import visible_for
 from tunnels import services
 from tunnels.models import Tunnel
 from tunnelsite.api import body_refusal
+from tunnelsite.paths import COMPAT_MOUNT, add_cors, is_compat_path  # noqa: F401 - COMPAT_MOUNT re-exported
 
 UNAUTHORIZED = {"error": "Unauthorized", "message": "Valid Bearer token required"}
 NOT_FOUND = {"error": "Not Found"}
 METHOD_NOT_ALLOWED = {"error": "Method not allowed"}
 HASH_REQUIRED = "Tunnel hash required"
-CORS_HEADERS = {
-    "Access-Control-Allow-Origin": "*",
-    "Access-Control-Allow-Methods": "GET, POST, PUT, DELETE, OPTIONS",
-    "Access-Control-Allow-Headers": "Content-Type, Authorization",
-}
-COMPAT_MOUNT = "/api/autossh/"
 # Terminal colour codes and other control characters never reach ``output``.
 _CONTROL = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|[\x00-\x08\x0b-\x1f\x7f]")
 
@@ -54,13 +47,6 @@ class JSONOnly(BaseContentNegotiation):
 
     def select_renderer(self, request, renderers, format_suffix=None):
         return renderers[0], renderers[0].media_type
-
-
-def add_cors(response: HttpResponse) -> HttpResponse:
-    if settings.COMPAT_CORS:
-        for header, value in CORS_HEADERS.items():
-            response[header] = value
-    return response
 
 
 def plain(text: str) -> str:
@@ -145,10 +131,6 @@ class MissingHash(CompatView):
 
     def _missing(self, request, *args: Any, **kwargs: Any) -> Response:
         return Response({"error": HASH_REQUIRED}, status=400)
-
-
-def is_compat_path(path: str) -> bool:
-    return path.startswith(COMPAT_MOUNT) or any(path == root or path.startswith(root + "/") for root in COMPAT_ROOTS)
 
 
 def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
