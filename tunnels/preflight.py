@@ -65,12 +65,15 @@ def wait_for_result(test: ConnectionTest, timeout: float) -> ConnectionTest:
 
 
 def _poll_result(test: ConnectionTest, timeout: float) -> ConnectionTest:
-    deadline = time.monotonic() + max(0.0, timeout)
+    started = time.monotonic()
+    deadline = started + max(0.0, timeout)
     while True:
         test.refresh_from_db()
-        if test.state == TestState.DONE or time.monotonic() >= deadline:
+        now = time.monotonic()
+        if test.state == TestState.DONE or now >= deadline:
             return test
-        if test.state == TestState.PENDING and not services.live_workers().exists():
+        # The same rule as start/stop waits: a briefly silent worker is still waited for.
+        if test.state == TestState.PENDING and services.no_worker(services.newest_heartbeat(), now - started, timeout):
             return test
         time.sleep(min(POLL_INTERVAL, max(0.0, deadline - time.monotonic())))
 

@@ -9,19 +9,31 @@ from __future__ import annotations
 from drf_spectacular.utils import OpenApiParameter
 from rest_framework.exceptions import ValidationError
 
+from tunnelsite import dblocks
 from tunnelsite.params import query_whole_number
 
 WAIT_DEFAULT = 5.0
 WAIT_MAX = 30.0
+# Even a request that does not wait (wait=0) may wait this long for SQLite's write lock: the
+# worker's writes usually let go within milliseconds.
+MIN_LOCK_WAIT = 1.0
 
 
-def wait_seconds(request, raw: str | None = None) -> float:
+def wait_seconds(request, raw: str | None = None, default: float = WAIT_DEFAULT) -> float:
     """``?wait=`` (or ``raw``, where a body may carry it) as the compat API: seconds to wait for the
-    worker; default 5, 0 = don't wait, capped."""
-    if raw is None:
-        raw = request.query_params.get("wait")
+    worker; default 5, 0 = don't wait, capped.
+
+    The promise counts from the request's arrival: from here on its writes wait for a locked
+    database only until then (``tunnelsite.dblocks``), and the view waits for the worker only
+    for what is left (``time_left``)."""
+    value = _parse_wait(request.query_params.get("wait") if raw is None else raw, default)
+    dblocks.set_deadline(request, max(value, MIN_LOCK_WAIT))
+    return value
+
+
+def _parse_wait(raw: str | None, default: float) -> float:
     if raw in (None, ""):
-        return WAIT_DEFAULT
+        return default
     try:
         value = float(raw)
     except ValueError:
@@ -29,6 +41,12 @@ def wait_seconds(request, raw: str | None = None) -> float:
     if not 0 <= value <= 3600:  # also refuses nan and inf
         raise ValidationError({"wait": ["must be from 0 to 3600 seconds"]})
     return min(value, WAIT_MAX)
+
+
+def time_left(request, wait: float) -> float:
+    """What is left of ``wait`` seconds counted from the request's arrival (a write that waited
+    for a lock has used some of it)."""
+    return dblocks.time_left(request, wait) if wait > 0 else 0.0
 
 
 def positive_int(request, name: str, default: int, maximum: int) -> int:

@@ -18,7 +18,7 @@ from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 
 from tunnels import preflight
-from tunnels.api.base import WAIT_MAX, wait_seconds
+from tunnels.api.base import WAIT_MAX, time_left, wait_seconds
 from tunnels.models import ConnectionTest, TestState
 from tunnels.services import Actor
 from tunnelsite.schema import BAD_REQUEST, COMMON_ERRORS, NOT_FOUND, error
@@ -146,9 +146,9 @@ class ConnectionTestActions:
     @action(detail=True, methods=["post"])
     def test(self, request, id=None) -> Response:
         tunnel = self.get_object()
-        wait = TEST_WAIT_DEFAULT if request.query_params.get("wait") in (None, "") else wait_seconds(request)
+        wait = wait_seconds(request, default=TEST_WAIT_DEFAULT)
         test = preflight.request_test(tunnel, Actor.from_request(request))
-        test = preflight.wait_for_result(test, wait)
+        test = preflight.wait_for_result(test, time_left(request, wait))
         body = ConnectionTestSerializer(test).data
         if test.state == TestState.DONE:
             return Response(body)

@@ -32,7 +32,7 @@ from rest_framework.views import APIView
 from accounts.visibility import OwnedViewSet, OwnerFilter
 from tunnels import logfiles, services
 from tunnels.api import serializers as s
-from tunnels.api.base import WAIT_PARAM, flag, positive_int, wait_seconds
+from tunnels.api.base import WAIT_PARAM, flag, positive_int, time_left, wait_seconds
 from tunnels.api.filters import HistoryFilter, StrictOrderingFilter, TunnelFilter
 from tunnels.api.preflight import ConnectionTestActions
 from tunnels.models import ConfigBackup, Desired, JSONArrayLength, Status, Tunnel, TunnelSession
@@ -352,7 +352,7 @@ class TunnelViewSet(
         tunnel = self.get_object()
         wait = wait_seconds(request)  # a bad value is refused before anything changes
         services.request_start(tunnel, Actor.from_request(request))
-        return self._outcome(tunnel, want_running=True, wait=wait)
+        return self._outcome(tunnel, want_running=True, wait=time_left(request, wait))
 
     @_action_schema("Stop a tunnel", conflict=False)
     @action(detail=True, methods=["post"])
@@ -360,7 +360,7 @@ class TunnelViewSet(
         tunnel = self.get_object()
         wait = wait_seconds(request)  # a bad value is refused before anything changes
         services.request_stop(tunnel, Actor.from_request(request))
-        return self._outcome(tunnel, want_running=False, wait=wait)
+        return self._outcome(tunnel, want_running=False, wait=time_left(request, wait))
 
     @_action_schema("Restart a tunnel", conflict=True)
     @action(detail=True, methods=["post"])
@@ -368,7 +368,7 @@ class TunnelViewSet(
         tunnel = self.get_object()
         wait = wait_seconds(request)  # a bad value is refused before anything changes
         services.request_restart(tunnel, Actor.from_request(request))
-        return self._outcome(tunnel, want_running=True, wait=wait)
+        return self._outcome(tunnel, want_running=True, wait=time_left(request, wait))
 
     def _outcome(self, tunnel: Tunnel, want_running: bool, wait: float) -> Response:
         tunnel.output = services.wait_for_outcome(tunnel, want_running, wait).text

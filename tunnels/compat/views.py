@@ -15,7 +15,7 @@ from rest_framework.response import Response
 
 from accounts.models import SCOPE_OPERATE
 from tunnels import services
-from tunnels.api.base import WAIT_PARAM, positive_int, wait_seconds
+from tunnels.api.base import WAIT_PARAM, positive_int, time_left, wait_seconds
 from tunnels.compat import examples as ex
 from tunnels.compat import serializers as s
 from tunnels.compat.base import BadBody, CompatView, plain
@@ -152,7 +152,7 @@ class StartAllView(OperateView):
     def post(self, request) -> Response:
         wait = wait_seconds(request)  # a bad value is a 400 before anything changes
         started, skipped = services.start_all(self.tunnels(), self.actor())
-        lines = [f"Starting {len(started)} tunnel(s)", *_outcome_lines(started, True, wait)]
+        lines = [f"Starting {len(started)} tunnel(s)", *_outcome_lines(started, True, time_left(request, wait))]
         lines += [f"skipped ({_skip_reason(t)}): {_label(t)}" for t in skipped]
         return Response({"status": "success", "output": plain("\n".join(lines))})
 
@@ -172,7 +172,7 @@ class StopAllView(OperateView):
     def post(self, request) -> Response:
         wait = wait_seconds(request)
         stopped = services.stop_all(self.tunnels(), self.actor())
-        lines = [f"Stopping {len(stopped)} tunnel(s)", *_outcome_lines(stopped, False, wait)]
+        lines = [f"Stopping {len(stopped)} tunnel(s)", *_outcome_lines(stopped, False, time_left(request, wait))]
         return Response({"status": "success", "output": plain("\n".join(lines))})
 
 
@@ -187,7 +187,7 @@ class OneTunnelOperateView(OperateView):
         else:
             services.request_stop(tunnel, self.actor())
         verb = "Starting" if self.want_running else "Stopping"
-        outcome = services.wait_for_outcome(tunnel, self.want_running, wait)
+        outcome = services.wait_for_outcome(tunnel, self.want_running, time_left(request, wait))
         output = f"{verb} tunnel: {_label(tunnel)}\n{outcome.text}"
         return Response({"status": "success", "tunnel_hash": tunnel.hash, "output": plain(output)})
 

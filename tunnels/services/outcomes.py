@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from django.conf import settings
+from django.db.models import Max
 from django.utils import timezone
 
 from tunnels import waiting
@@ -18,10 +19,46 @@ from tunnels.models import (
 
 # --- waiting for the worker ---------------------------------------------
 
+# A node silent for longer than its lease loses its tunnels to other nodes, but a waiting request
+# only says "no worker is running" once no node has reported for the lease plus this grace: a
+# worker that was busy for a moment, or that is coming back after the database returned, has not
+# written its heartbeat for a while although it is about to act.
+WORKER_GRACE = 60.0
+# ... and only after having looked for this long (or its whole wait, if shorter), so a worker that
+# is just writing its first heartbeat again gets one more check.
+WORKER_CHANCE = 1.0
+
 
 def live_workers():
     cutoff = timezone.now() - timedelta(seconds=settings.WORKER_LEASE_SECONDS)
     return WorkerNode.objects.filter(last_seen__gte=cutoff)
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """The newest heartbeat of any node, as a waiting request judges it."""
+
+    age: float | None  # seconds; None: no node has ever reported
+
+    @property
+    def gone(self) -> bool:
+        """No worker to wait for: none reported within the lease plus ``WORKER_GRACE``."""
+        return self.age is None or self.age > settings.WORKER_LEASE_SECONDS + WORKER_GRACE
+
+    @property
+    def late(self) -> bool:
+        """Past the lease, still within the grace: a busy or returning worker."""
+        return self.age is not None and not self.gone and self.age > settings.WORKER_LEASE_SECONDS
+
+
+def newest_heartbeat() -> Heartbeat:
+    newest = WorkerNode.objects.aggregate(newest=Max("last_seen"))["newest"]  # indexed (last_seen)
+    return Heartbeat(None if newest is None else (timezone.now() - newest).total_seconds())
+
+
+def no_worker(heartbeat: Heartbeat, waited: float, timeout: float) -> bool:
+    """Whether a wait that has run ``waited`` of its ``timeout`` seconds may answer "no worker"."""
+    return heartbeat.gone and waited >= min(timeout, WORKER_CHANCE)
 
 
 @dataclass(frozen=True)
@@ -101,10 +138,11 @@ def _refresh(tunnels: list[Tunnel], whole_row: bool) -> None:
 
 def _poll(tunnels: list[Tunnel], want_running: bool, timeout: float, whole_row: bool) -> list[Outcome]:
     # Cost per waiting request: one read of the pending rows per WAIT_POLL plus one indexed
-    # worker-lease query per WORKER_CHECK, for at most WAIT_MAX seconds.
-    deadline = time.monotonic() + timeout
-    next_worker_check = 0.0
+    # heartbeat query per WORKER_CHECK, for at most WAIT_MAX seconds.
+    started = time.monotonic()
+    next_worker_check = started
     outcomes: dict[int, Outcome] = {}
+    heartbeat = None
     while True:
         pending = [t for t in tunnels if t.pk not in outcomes]
         _refresh(pending, whole_row)
@@ -115,15 +153,20 @@ def _poll(tunnels: list[Tunnel], want_running: bool, timeout: float, whole_row: 
         if len(outcomes) == len(tunnels):
             return [outcomes[t.pk] for t in tunnels]
         now = time.monotonic()
-        if now >= next_worker_check:
-            if not live_workers().exists():
+        at_deadline = now >= started + timeout
+        if now >= next_worker_check or at_deadline:
+            heartbeat = newest_heartbeat()
+            if no_worker(heartbeat, now - started, timeout):
                 return [outcomes.get(t.pk) or Outcome("queued", "queued: no worker is running") for t in tunnels]
             next_worker_check = now + WORKER_CHECK
-        if now >= deadline:
-            verb = "starting" if want_running else "stopping"
-            return [
-                outcomes.get(t.pk)
-                or Outcome("queued", f"queued: {verb}, worker has not confirmed yet (status {t.status})")
-                for t in tunnels
-            ]
-        time.sleep(WAIT_POLL)
+        if at_deadline:
+            return [outcomes.get(t.pk) or _unconfirmed(t, want_running, heartbeat) for t in tunnels]
+        time.sleep(min(WAIT_POLL, max(0.0, started + timeout - now)))
+
+
+def _unconfirmed(tunnel: Tunnel, want_running: bool, heartbeat: Heartbeat | None) -> Outcome:
+    verb = "starting" if want_running else "stopping"
+    text = f"queued: {verb}, worker has not confirmed yet (status {tunnel.status}"
+    if heartbeat is not None and heartbeat.late:
+        text += f"; last worker heartbeat {heartbeat.age:.0f} s ago"
+    return Outcome("queued", text + ")")
