@@ -14,7 +14,8 @@ from django.db import OperationalError
 from django.http import HttpRequest, HttpResponse
 from django.urls import path
 
-from tunnelsite.urls import handler404, handler500, urlpatterns as project_urls  # noqa: F401 - the handlers
+from tunnelsite.urls import handler404, handler500  # noqa: F401 - the handlers
+from tunnelsite.urls import urlpatterns as project_urls
 
 DATABASE_DOWN = 'connection to server at "127.0.0.1", port 5432 failed: Connection refused'
 BUG = "bug in /work/secret/tunnelsite/module.py line 12"

@@ -12,8 +12,8 @@ from django.db import connection
 
 from accounts import request_log
 from accounts.models import ApiRequest, ApiToken
-from tests.faultdb import elapsed, sqlite_write_lock
 from tests.factories import make_tunnel
+from tests.faultdb import elapsed, sqlite_write_lock
 from tests.procs import wait_for
 from tunnels.models import Desired, Tunnel
 from tunnelsite import dblocks, faults

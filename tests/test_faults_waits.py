@@ -15,8 +15,8 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from tests.faultdb import elapsed
 from tests.factories import make_tunnel
+from tests.faultdb import elapsed
 from tunnels import services
 from tunnels.models import Desired, Status, Tunnel, WorkerNode
 
@@ -33,7 +33,9 @@ def stopped_tunnel(owner) -> Tunnel:
 
 
 def node_seen(seconds_ago: float, name: str = "node-1") -> None:
-    WorkerNode.objects.update_or_create(name=name, defaults={"last_seen": timezone.now() - timedelta(seconds=seconds_ago)})
+    WorkerNode.objects.update_or_create(
+        name=name, defaults={"last_seen": timezone.now() - timedelta(seconds=seconds_ago)}
+    )
 
 
 def later(delay: float, action) -> threading.Thread:

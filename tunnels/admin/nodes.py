@@ -1,4 +1,5 @@
-"""Admin page of the worker nodes: when each last reported, and which ones stopped reporting."""
+"""Admin page of the worker nodes: when each last reported, which ones stopped reporting, and the
+problem a node reports with its heartbeat (``WorkerNode.error``, e.g. "database unreachable")."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from django.contrib import admin
 from django.utils import timezone
 from django.utils.safestring import SafeString
 
-from tunnels.admin.badges import GREEN, RED, badge
+from tunnels.admin.badges import GREEN, ORANGE, RED, badge
 from tunnels.models import WorkerNode
 
 
@@ -35,8 +36,8 @@ def describe_age(age: timedelta) -> str:
 
 @admin.register(WorkerNode)
 class WorkerNodeAdmin(admin.ModelAdmin):
-    list_display = ("name", "health", "heartbeat", "hostname", "pid", "version", "started_at", "last_seen")
-    search_fields = ("name", "hostname")
+    list_display = ("name", "health", "heartbeat", "problem", "hostname", "pid", "version", "started_at", "last_seen")
+    search_fields = ("name", "hostname", "error")
     ordering = ("-last_seen",)
 
     def has_add_permission(self, request) -> bool:
@@ -49,9 +50,24 @@ class WorkerNodeAdmin(admin.ModelAdmin):
     def heartbeat(self, node: WorkerNode) -> str:
         return describe_age(heartbeat_age(node))
 
+    @admin.display(description="problem", ordering="error_since")
+    def problem(self, node: WorkerNode) -> str:
+        return describe_problem(node)
+
     @admin.display(description="health")
     def health(self, node: WorkerNode) -> SafeString:
         lease = settings.WORKER_LEASE_SECONDS
         if is_stale(node):
             return badge("stale", RED, f"no heartbeat within the {lease} s lease (TUNNELSITE_WORKER_LEASE)")
+        if node.error:
+            return badge("error", ORANGE, f"reports: {describe_problem(node)}")
         return badge("alive", GREEN, f"reported within the {lease} s lease")
+
+
+def describe_problem(node: WorkerNode, now=None) -> str:
+    """``disk full: data dir (since 3 min ago)``; empty when the node reports none."""
+    if not node.error:
+        return ""
+    if node.error_since is None:
+        return node.error
+    return f"{node.error} (since {describe_age((now or timezone.now()) - node.error_since)})"

@@ -320,6 +320,17 @@ class WorkerStatusSerializer(serializers.Serializer):
     node = serializers.CharField()
     last_seen = serializers.DateTimeField()
     tunnels = serializers.IntegerField(help_text="Tunnels running on this node.")
+    error = serializers.CharField(
+        help_text='A problem the node reports with its heartbeat ("database unreachable", "disk full: data dir"); '
+        "empty when all is well."
+    )
+    error_since = serializers.DateTimeField(allow_null=True, help_text="Since when it reports `error`; null without.")
+
+
+class ProblemSerializer(serializers.Serializer):
+    node = serializers.CharField()
+    error = serializers.CharField()
+    since = serializers.DateTimeField(allow_null=True)
 
 
 class StatusSerializer(serializers.Serializer):
@@ -327,8 +338,14 @@ class StatusSerializer(serializers.Serializer):
     active_tunnels = serializers.IntegerField(help_text="Tunnels observed running.")
     desired_tunnels = serializers.IntegerField(help_text="Tunnels meant to run.")
     workers = WorkerStatusSerializer(many=True, help_text="Workers with a heartbeat within the lease.")
+    problems = ProblemSerializer(
+        many=True,
+        help_text="The errors live workers report (one entry per node with one); empty when none does. "
+        "They do not turn `ok` false: the service still answers and acts where it can.",
+    )
     version = serializers.CharField()
     error = serializers.CharField(required=False, help_text="Why `ok` is false.")
+    retry_after = serializers.IntegerField(required=False, help_text="Seconds to wait (the database did not answer).")
 
 
 # --- sshreach-style calls -----------------------------------------------

@@ -38,6 +38,7 @@ from tunnels.api.preflight import ConnectionTestActions
 from tunnels.models import ConfigBackup, Desired, JSONArrayLength, Status, Tunnel, TunnelSession
 from tunnels.services import Actor
 from tunnels.ssh import redact_for
+from tunnelsite.faults import RETRY_AFTER_DOWN
 from tunnelsite.pagination import TotalEntriesPagination
 from tunnelsite.schema import BAD_REQUEST, COMMON_ERRORS, CONFLICT, NOT_FOUND, UNSUPPORTED_MEDIA_TYPE, error
 
@@ -52,7 +53,17 @@ STATUS_EXAMPLE = {
     "ok": True,
     "active_tunnels": 3,
     "desired_tunnels": 4,
-    "workers": [{"node": "web-1", "last_seen": "2026-06-01T12:00:00Z", "tunnels": 3}],
+    "workers": [
+        {"node": "web-1", "last_seen": "2026-06-01T12:00:00Z", "tunnels": 3, "error": "", "error_since": None},
+        {
+            "node": "web-2",
+            "last_seen": "2026-06-01T12:00:00Z",
+            "tunnels": 0,
+            "error": "disk full: data dir",
+            "error_since": "2026-06-01T11:58:30Z",
+        },
+    ],
+    "problems": [{"node": "web-2", "error": "disk full: data dir", "since": "2026-06-01T11:58:30Z"}],
     "version": "0.1.0",
 }
 
@@ -60,6 +71,10 @@ STATUS_EXAMPLE = {
 def render_status(body: dict[str, Any]) -> tuple[bytes, bool]:
     """The status body as compact JSON bytes, and whether it is healthy."""
     return json.dumps(body, separators=(",", ":")).encode(), body["ok"]
+
+
+def _when(moment) -> str | None:
+    return None if moment is None else s.DATETIME.to_representation(moment)
 
 
 STATUS_CACHE_KEY = "tunnelsite:api-status"
@@ -93,14 +108,16 @@ class StatusView(APIView):
         examples=[OpenApiExample("healthy", value=STATUS_EXAMPLE, response_only=True, status_codes=["200"])],
     )
     def get(self, request) -> HttpResponse:
+        headers = {}
         try:
             body, ok = self.cached_answer()
         except DatabaseError:
             body, ok = render_status(self.database_down())
+            headers["Retry-After"] = str(RETRY_AFTER_DOWN)
         code = status.HTTP_200_OK if ok else status.HTTP_503_SERVICE_UNAVAILABLE
         # Already-rendered JSON: this body is the same for every caller, so skip
         # DRF's rendering (a sizeable share of a probe that load balancers repeat).
-        return HttpResponse(body, status=code, content_type="application/json")
+        return HttpResponse(body, status=code, content_type="application/json", headers=headers)
 
     @classmethod
     def cached_answer(cls) -> tuple[bytes, bool]:
@@ -122,8 +139,10 @@ class StatusView(APIView):
             "active_tunnels": 0,
             "desired_tunnels": 0,
             "workers": [],
+            "problems": [],
             "version": settings.VERSION,
             "error": "database unreachable",
+            "retry_after": RETRY_AFTER_DOWN,
         }
 
     @staticmethod
@@ -137,19 +156,25 @@ class StatusView(APIView):
             )
         )
         counts = {row["node"]: row for row in per_node}
+        nodes = services.live_workers().order_by("name").values_list("name", "last_seen", "error", "error_since")
         workers = [
             {
                 "node": name,
                 "last_seen": s.DATETIME.to_representation(seen),
                 "tunnels": counts.get(name, {}).get("active", 0),
+                "error": error,
+                "error_since": _when(since),
             }
-            for name, seen in services.live_workers().order_by("name").values_list("name", "last_seen")
+            for name, seen, error, since in nodes
         ]
         body = {
             "ok": bool(workers),
             "active_tunnels": sum(row["active"] for row in counts.values()),
             "desired_tunnels": sum(row["desired"] for row in counts.values()),
             "workers": workers,
+            "problems": [
+                {"node": w["node"], "error": w["error"], "since": w["error_since"]} for w in workers if w["error"]
+            ],
             "version": settings.VERSION,
         }
         if not workers:

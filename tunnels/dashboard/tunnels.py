@@ -38,7 +38,8 @@ def index(request: HttpRequest) -> HttpResponse:
 
 @page
 def tunnels_page(request: HttpRequest) -> HttpResponse:
-    return render(request, "dashboard/tunnels.html", {"rows": table_rows(request), "poll_seconds": POLL_SECONDS})
+    context = {"rows": table_rows(request), "poll_seconds": POLL_SECONDS, "problems": services.node_problems()}
+    return render(request, "dashboard/tunnels.html", context)
 
 
 @page

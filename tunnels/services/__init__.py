@@ -69,6 +69,7 @@ from tunnels.services.outcomes import (
     live_workers,
     newest_heartbeat,
     no_worker,
+    node_problems,
     wait_for_outcome,
     wait_for_outcomes,
 )
@@ -113,6 +114,7 @@ __all__ = [
     "live_workers",
     "newest_heartbeat",
     "no_worker",
+    "node_problems",
     "Heartbeat",
     "WORKER_CHANCE",
     "WORKER_GRACE",

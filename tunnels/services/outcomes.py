@@ -34,6 +34,12 @@ def live_workers():
     return WorkerNode.objects.filter(last_seen__gte=cutoff)
 
 
+def node_problems() -> list[dict]:
+    """What live workers report going wrong on their node (``WorkerNode.error``), oldest first."""
+    rows = live_workers().exclude(error="").order_by("error_since", "name")
+    return [{"node": n, "error": e, "since": since} for n, e, since in rows.values_list("name", "error", "error_since")]
+
+
 @dataclass(frozen=True)
 class Heartbeat:
     """The newest heartbeat of any node, as a waiting request judges it."""
