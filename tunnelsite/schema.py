@@ -8,6 +8,8 @@ from typing import Any
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers
 
+from tunnelsite.paths import CALLS_PREFIX, COMPAT_MOUNT
+
 
 class ErrorSerializer(serializers.Serializer):
     """The v1 error body that ``tunnelsite.api.exception_handler`` writes."""
@@ -18,7 +20,9 @@ class ErrorSerializer(serializers.Serializer):
         required=False,
         help_text="Per-field messages (validation errors only).",
     )
-    retry_after = serializers.IntegerField(required=False, help_text="Seconds to wait (429 only).")
+    retry_after = serializers.IntegerField(
+        required=False, help_text="Seconds to wait before sending the request again (429 and 503 only)."
+    )
 
 
 def error(description: str) -> OpenApiResponse:
@@ -36,7 +40,7 @@ UNSUPPORTED_MEDIA_TYPE = error("The body is not JSON, form or multipart data.")
 # Responses every authenticated v1 endpoint can give.
 COMMON_ERRORS = {401: UNAUTHORIZED, 403: FORBIDDEN, 429: THROTTLED}
 
-COMPAT_PREFIX = "/api/autossh/"
+COMPAT_PREFIX = COMPAT_MOUNT
 METHODS = ("get", "put", "post", "patch", "delete")
 
 
@@ -58,4 +62,37 @@ def document_bad_request(result: dict[str, Any], **kwargs: Any) -> dict[str, Any
                 "description": "Bad request, for example a NUL character anywhere in the request.",
                 "content": {"application/json": {"schema": {"$ref": _error_ref(path)}}},
             }
+    return result
+
+
+SERVER_ERRORS = {
+    "500": 'Unexpected server error: `{"error": "internal error"}`, never a traceback.',
+    "503": "The database did not answer (stopped, unreachable, out of disk, or locked by another writer): "
+    "nothing changed; `retry_after` and the `Retry-After` header say when to try again.",
+}
+
+
+def _server_error_ref(path: str, code: str) -> str:
+    if path.startswith(CALLS_PREFIX):
+        return "#/components/schemas/CallEnvelope"  # error_code 50
+    if path.startswith(COMPAT_PREFIX):
+        return "#/components/schemas/CompatThrottled" if code == "503" else "#/components/schemas/CompatError"
+    return "#/components/schemas/Error"
+
+
+def document_server_errors(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """Every operation can answer 500 and 503 (``tunnelsite.faults``); ones that document their own keep it."""
+    for path, item in result.get("paths", {}).items():
+        for method in METHODS:
+            responses = (item.get(method) or {}).get("responses")
+            if responses is None:
+                continue
+            for code, description in SERVER_ERRORS.items():
+                responses.setdefault(
+                    code,
+                    {
+                        "description": description,
+                        "content": {"application/json": {"schema": {"$ref": _server_error_ref(path, code)}}},
+                    },
+                )
     return result

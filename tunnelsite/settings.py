@@ -183,6 +183,7 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "tunnelsite.schema.document_bad_request",
+        "tunnelsite.schema.document_server_errors",
     ],
     "ENUM_NAME_OVERRIDES": {"DirectionEnum": "tunnels.models.DIRECTION_CHOICES"},
     "TAGS": [
