@@ -3,9 +3,13 @@ checks, busy passes read only the tunnels that need attention, stops happen toge
 
 from __future__ import annotations
 
+import time
+from datetime import timedelta
+
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from tests.procs import wait_for
 from tests.worker_fixtures import kill_tunnel_processes, sshd_tunnel_data, wait_gone
@@ -82,7 +86,7 @@ def test_a_busy_pass_reads_only_the_tunnels_that_need_attention(reconciler, staf
     reads = [q["sql"] for q in captured if q["sql"].startswith("SELECT") and 'FROM "tunnels_tunnel"' in q["sql"]]
     assert len(reads) == 1, reads
     assert f"IN ({tunnel.pk})" in reads[0].replace('"', "")
-    assert len(captured) <= 6, [q["sql"] for q in captured]
+    assert len(captured) <= 10, [q["sql"] for q in captured]  # marker, that tunnel, its checks and writes
     assert tracked.first_check is not None or tracked.healthy
 
 
@@ -136,3 +140,23 @@ def test_start_all_overlaps_starts_and_checks_and_stop_all_closes_every_session(
     wait_gone(pids)
     closed = sessions.exclude(ended_at=None).values_list("exit_reason", flat=True)
     assert list(closed) == [ExitReason.STOPPED_BY_USER] * 40
+
+
+@pytest.mark.django_db
+def test_next_due_is_the_earliest_back_off_expiry(staff, settings):
+    settings.WORKER_RESYNC_SECONDS = 60
+    data = {"name": "later", "remote_host": "u@127.0.0.1", "ssh_port": 1, "local_port": "20999", "remote_port": "80"}
+    tunnel = services.create_tunnel(staff, data)
+    Tunnel.objects.filter(pk=tunnel.pk).update(
+        node="node-due",
+        status=Status.BACKOFF,
+        consecutive_failures=1,
+        backoff_until=timezone.now() + timedelta(seconds=0.5),
+    )
+    reconciler = Reconciler("node-due")
+    reconciler.reconcile_once(full=True)
+
+    due = reconciler.next_due()
+    assert due == reconciler._due[tunnel.pk]  # sooner than the heartbeat (1 s) and the resync (60 s)
+    assert due - time.monotonic() <= 0.5
+    assert reconciler.tracked == {}  # nothing started before the back-off is over

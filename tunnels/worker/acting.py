@@ -132,7 +132,7 @@ class Acting:
         key = str(tunnel.uuid)
         self.stop_later(
             key, tunnel, self.tracked[key], ExitReason.STOPPED_BY_USER, decision.reason,
-            ended_by=tunnel.desired_by, settle=True,
+            ended_by=tunnel.desired_by_id, settle=True,
         )  # fmt: skip
         return False
 

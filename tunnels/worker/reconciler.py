@@ -52,7 +52,7 @@ CHECK_INTERVAL = 0.05
 LEASE_MARGIN = 0.05
 # Decisions per tunnel and pass: the longest chain is claim, adopt, stop strays, reap, disable, settle.
 MAX_STEPS = 8
-RELATED = ("owner", "desired_by", "desired_by_token", "ssh_key")
+RELATED = ("owner", "desired_by_token", "ssh_key")
 
 
 class Reconciler(Bookkeeping, Acting, Lifecycle, Stopping, Health, Resources):
@@ -119,8 +119,11 @@ class Reconciler(Bookkeeping, Acting, Lifecycle, Stopping, Health, Resources):
 
     def next_due(self) -> float | None:
         """The monotonic time the next pass is wanted: a starting tunnel's next check, a queued start,
-        a back-off's expiry, a peer's lease expiry, the resync. (Events — the marker, an exit — come sooner.)"""
-        times = [self._next_resync]
+        a back-off's expiry, a peer's lease expiry, the heartbeat, the resync. (Events — the marker, an exit —
+        may come sooner.)"""
+        times = [self._next_resync, self._next_heartbeat]
+        if self.preflights.wants_pass:
+            times.append(time.monotonic())
         if self._peer_expiry is not None:
             times.append(self._peer_expiry)
         if self._due:
@@ -138,7 +141,6 @@ class Reconciler(Bookkeeping, Acting, Lifecycle, Stopping, Health, Resources):
                 ~Q(node__in=live) & (Q(desired_state=Desired.RUNNING) | ~Q(status=Status.STOPPED))
             )
             tunnels = list(Tunnel.objects.select_related(*RELATED).filter(mine_or_claimable))
-            self._wake_at = None
             handled: set[str] = set()
             for tunnel in tunnels:
                 step = Step(found=found.get(str(tunnel.uuid), []), live=live, read_logs=read_logs)
