@@ -242,8 +242,10 @@ def terminate_groups(groups: list[Group]) -> None:
 def await_groups(groups: list[Group], *, reap_orphans: bool = False) -> list[Group]:
     """Wait for signalled groups to exit, SIGKILL those left after the grace period; returns the survivors."""
     left = _wait_gone(groups, STOP_GRACE, reap_orphans)
-    for group in groups:  # every group: members the caller did not list (a new ssh child) go too
-        _killpg(group.pgid, signal.SIGKILL)
+    survivors = {id(group) for group in left}
+    for group in groups:  # members the caller did not list (a new ssh child) go too
+        if id(group) in survivors or _group_exists(group.pgid):
+            _killpg(group.pgid, signal.SIGKILL)
     left = _wait_gone(left, 2.0, reap_orphans)
     for group in groups:  # a process may have died between the last reaping and the last look
         _reap_listed(group.popen, group.pids, False)
@@ -265,6 +267,16 @@ def _wait_gone(groups: list[Group], seconds: float, reap_orphans: bool) -> list[
             break
         time.sleep(0.02)
     return left
+
+
+def _group_exists(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)  # delivers nothing: only asks whether the group has members
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _killpg(pgid: int, sig: int) -> None:

@@ -90,14 +90,28 @@ class Lifecycle:
             healthy=tunnel.status == Status.RUNNING and tunnel.pid == found.pid,
         )
         self.tracked[str(tunnel.uuid)] = tracked
-        session = TunnelSession.objects.filter(tunnel=tunnel, ended_at=None, pid=found.pid).first()
-        if session is None:
-            session = self._open_session(tunnel, found.pid, timezone.now())
-        tracked.session_id = session.id
+        session_id = self._open_session_of(tunnel, found.pid)
+        if session_id is None:
+            session_id = self._open_session(tunnel, found.pid, timezone.now()).id
+        tracked.session_id = session_id
         if tunnel.pid != found.pid or tunnel.process_create_time != found.create_time:
             self._update(tunnel, pid=found.pid, process_create_time=found.create_time)
         logger.info("adopted tunnel %s (%s) pid %s", tunnel.name, tunnel.uuid, found.pid)
         return tracked
+
+    def _open_session_of(self, tunnel: Tunnel, pid: int):
+        """The id of the session still open for this process (read for the whole pass by ``prefetch_sessions``)."""
+        if self._adoptable is not None:
+            return self._adoptable.get((tunnel.pk, pid))
+        return TunnelSession.objects.filter(tunnel=tunnel, ended_at=None, pid=pid).values_list("id", flat=True).first()
+
+    def prefetch_sessions(self, found: dict[str, list[processes.Found]]) -> None:
+        """One query for the open sessions of every process the pass may adopt (a restarted worker adopts all)."""
+        untracked = [key for key in found if key not in self.tracked]
+        self._adoptable = {}
+        if untracked:
+            rows = TunnelSession.objects.filter(tunnel_uuid__in=untracked, ended_at=None)
+            self._adoptable = {(t, pid): pk for t, pid, pk in rows.values_list("tunnel_id", "pid", "id")}
 
     def reap_exit(self, tunnel: Tunnel, tracked: Tracked, found: list[processes.Found]) -> Exit:
         """The autossh process died: collect what it said, clear what it left, close its session."""

@@ -77,6 +77,7 @@ class Reconciler(Bookkeeping, Acting, Lifecycle, Stopping, Health, Resources):
         self._due: dict[int, float] = {}
         self._peer_expiry: float | None = None
         self._stopping: list[PendingStop] = []
+        self._adoptable: dict[tuple[int, int], object] | None = None  # open sessions by (tunnel, pid), per full pass
         self._last_pass = 0.0
         self._begin_pass()
 
@@ -137,6 +138,7 @@ class Reconciler(Bookkeeping, Acting, Lifecycle, Stopping, Health, Resources):
         try:
             live = self._live_nodes()
             found = self.scanner.scan()
+            self.prefetch_sessions(found)
             mine_or_claimable = Q(node=self.node) | (
                 ~Q(node__in=live) & (Q(desired_state=Desired.RUNNING) | ~Q(status=Status.STOPPED))
             )
@@ -177,6 +179,7 @@ class Reconciler(Bookkeeping, Acting, Lifecycle, Stopping, Health, Resources):
 
     def _end_pass(self) -> None:
         self.finish_stops()
+        self._adoptable = None
         self._last_pass = time.monotonic()
 
     def listening_table(self) -> dict[int, set[int]]:

@@ -17,7 +17,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from tunnels import processes
-from tunnels.models import ExitReason, Status, Tunnel, TunnelSession
+from tunnels.models import Desired, ExitReason, Status, Tunnel, TunnelSession
 from tunnels.worker.tracked import Tracked
 
 logger = logging.getLogger("tunnelsite.worker")
@@ -27,6 +27,7 @@ logger = logging.getLogger("tunnelsite.worker")
 class PendingStop:
     """A signalled group whose rows are written once it is gone."""
 
+    key: str  # the tunnel's uuid
     tracked: Tracked
     tunnel: Tunnel | None  # None: only the session is closed (the row is gone or not ours)
     reason: str
@@ -66,7 +67,7 @@ class Stopping:
     def stop_later(self, key: str, tunnel: Tunnel | None, tracked: Tracked, reason: str, detail: str, **how) -> None:
         """Signal now; wait with the others of this batch (``finish_stops``)."""
         self.tracked.pop(key, None)
-        item = PendingStop(tracked, tunnel, reason, detail, **how)
+        item = PendingStop(key, tracked, tunnel, reason, detail, **how)
         processes.terminate_groups([item.group])
         self._stopping.append(item)
         if len(self._stopping) >= settings.WORKER_STOP_CONCURRENCY:
@@ -78,20 +79,47 @@ class Stopping:
         if not pending:
             return
         processes.await_groups([item.group for item in pending], reap_orphans=self.reap_orphans)
+        for item in pending:
+            name = item.tunnel.name if item.tunnel is not None else "-"
+            logger.info("stopped tunnel %s (%s) pid %s: %s", name, item.key, item.tracked.pid, item.reason)
+        # A few statements per batch rather than three per tunnel: a stop-all of a thousand is bound by these.
         with transaction.atomic():
-            for item in pending:
-                self._stopped(item)
+            self._close_sessions(pending)
+            self._record_stopped([item.tunnel for item in pending if item.tunnel is not None and item.record])
+            self._settle_many([item.tunnel for item in pending if item.tunnel is not None and item.settle])
 
-    def _stopped(self, item: PendingStop) -> None:
-        self._close_session(item.tracked, item.reason, item.detail, ended_by=item.ended_by)
-        tunnel = item.tunnel
-        if tunnel is None:
+    def _close_sessions(self, pending: list[PendingStop]) -> None:
+        """Bookkeeping._close_session for a batch: one update per distinct outcome."""
+        outcomes: dict[tuple, list] = {}
+        for item in pending:
+            if item.tracked.session_id is not None:
+                outcome = (item.reason, item.detail[:2000], item.ended_by)
+                outcomes.setdefault(outcome, []).append(item.tracked.session_id)
+        now = timezone.now()
+        for (reason, detail, ended_by), ids in outcomes.items():
+            TunnelSession.objects.filter(pk__in=ids, ended_at=None).update(
+                ended_at=now, exit_reason=reason, exit_detail=detail, ended_by=ended_by
+            )
+
+    def _record_stopped(self, tunnels: list[Tunnel]) -> None:
+        """Bookkeeping._update(status=stopped) for a batch (only rows still ours)."""
+        now = timezone.now()
+        values = {"status": Status.STOPPED, "pid": None, "process_create_time": None}
+        changed = [t.pk for t in tunnels if t.status != Status.STOPPED]
+        Tunnel.objects.filter(pk__in=changed, node=self.node).update(**values, status_changed_at=now)
+        Tunnel.objects.filter(pk__in=[t.pk for t in tunnels if t.pk not in changed], node=self.node).update(**values)
+        for tunnel in tunnels:
+            tunnel.status, tunnel.pid, tunnel.process_create_time = Status.STOPPED, None, None
+
+    def _settle_many(self, tunnels: list[Tunnel]) -> None:
+        """Bookkeeping._settle_stopped for a batch: retries forgotten, the claim released while still stopped."""
+        if not tunnels:
             return
-        logger.info("stopped tunnel %s (%s) pid %s: %s", tunnel.name, tunnel.uuid, item.tracked.pid, item.reason)
-        if item.record:
-            self._update(tunnel, status=Status.STOPPED, pid=None, process_create_time=None)
-        if item.settle:
-            self._settle_stopped(tunnel)
+        ids = [t.pk for t in tunnels]
+        Tunnel.objects.filter(pk__in=ids, node=self.node).exclude(backoff_until=None, consecutive_failures=0).update(
+            backoff_until=None, consecutive_failures=0
+        )
+        Tunnel.objects.filter(pk__in=ids, node=self.node, desired_state=Desired.STOPPED).update(node="")
 
     # --- tunnels that are no longer ours --------------------------------------
 
