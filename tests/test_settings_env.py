@@ -126,14 +126,17 @@ def _worker_batch_settings(tmp_path, **values: str) -> subprocess.CompletedProce
     )
 
 
-def test_worker_batch_settings_default_and_come_from_the_environment(tmp_path):
-    assert _worker_batch_settings(tmp_path).stdout.split() == ["25", "10", "64"]
+def test_worker_batch_settings_come_from_the_environment_and_refuse_zero(tmp_path):
     given = dict(zip(WORKER_BATCH_SETTINGS, ("5", "3", "7"), strict=True))
     assert _worker_batch_settings(tmp_path, **given).stdout.split() == ["5", "3", "7"]
+    refused = _worker_batch_settings(tmp_path, TUNNELSITE_WORKER_MAX_STARTUPS="0")
+    assert refused.returncode != 0
+    assert "TUNNELSITE_WORKER_MAX_STARTUPS must be between 1 and 10000, got 0" in refused.stderr
 
 
-@pytest.mark.parametrize("name", WORKER_BATCH_SETTINGS)
-def test_worker_batch_settings_refuse_zero(tmp_path, name):
-    result = _worker_batch_settings(tmp_path, **{name: "0"})
-    assert result.returncode != 0
-    assert f"{name} must be between 1 and 10000, got 0" in result.stderr
+def test_worker_batch_settings_defaults():
+    from tunnelsite import settings
+
+    if any(name in os.environ for name in WORKER_BATCH_SETTINGS):
+        pytest.skip("set in this environment")
+    assert (settings.WORKER_START_BATCH, settings.WORKER_MAX_STARTUPS, settings.WORKER_STOP_CONCURRENCY) == (25, 10, 64)
