@@ -82,13 +82,18 @@ def make_tunnels(owner_name: str, ports: list[int], ctx: Context):
     return owner, dict(Tunnel.objects.filter(owner=owner).values_list("pk", "local_port"))
 
 
-def spurious(owner) -> tuple[int, int]:
-    """(sessions closed as failed/crashed/gone, tunnels with a restart) of ``owner``'s tunnels."""
+def spurious(owner) -> tuple[int, int, int]:
+    """(sessions closed as failed/crashed/gone, tunnels with a restart, failures because another program
+    held the port) of ``owner``'s tunnels. A port clash is counted apart: other programs on this machine
+    (test suites) take ports of the same range, which is no fault of the worker."""
     from tunnels.models import ExitReason, Tunnel, TunnelSession
 
-    bad = (ExitReason.FAILED, ExitReason.CRASHED, ExitReason.GONE)
-    failed = TunnelSession.objects.filter(owner=owner, exit_reason__in=bad).count()
-    return failed, Tunnel.objects.filter(owner=owner, restart_count__gt=0).count()
+    bad = TunnelSession.objects.filter(
+        owner=owner, exit_reason__in=(ExitReason.FAILED, ExitReason.CRASHED, ExitReason.GONE)
+    )
+    clashes = bad.filter(exit_detail__contains="address already in use").count()
+    restarted = Tunnel.objects.filter(owner=owner, restart_count__gt=0).count()
+    return bad.count() - clashes, restarted, clashes
 
 
 def recover(owner, check, kills: int, timeout: float) -> list[float]:
@@ -225,10 +230,12 @@ def one_size(n: int, ctx: Context) -> None:
         time.sleep(ctx.idle)
         steady = proc.cpu_percent(None)
         rss = proc.memory_info().rss
-        failed, restarted = spurious(owner)
+        failed, restarted, clashes = spurious(owner)
+        clashed = f"; {clashes} port taken by another program" if clashes else ""
         out.add(
             "spurious failures",
-            f"{failed} failed/crashed sessions, {restarted} restarted, {len(up.troubled)} seen failed/backoff (goal 0)",
+            f"{failed} failed/crashed sessions, {restarted} restarted, {len(up.troubled)} seen failed/backoff"
+            f" (goal 0){clashed}",
         )
         out.add(
             f"steady worker CPU over {ctx.idle:.0f} s, RSS",
