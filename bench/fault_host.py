@@ -55,9 +55,24 @@ def hammer(port: int, stop: threading.Event) -> None:
             time.sleep(0.01)
 
 
-def log_bytes(stack: Stack, tunnel_id: str) -> int:
-    base = stack.data / "logs" / f"tunnel-{tunnel_id}.log"
-    return sum(path.stat().st_size for path in base.parent.glob(base.name + "*") if path.exists())
+class LogWatch:
+    """Sizes of one tunnel's log: the live file and, with its rotated copies, the total; the largest seen
+    and how fast the live file grew (rotation empties it: only increases count)."""
+
+    def __init__(self, stack: Stack, tunnel_id: str) -> None:
+        self.base = stack.data / "logs" / f"tunnel-{tunnel_id}.log"
+        self.live_max = self.total_max = self.grown = 0
+        self.last = self.sizes()[0]
+
+    def sizes(self) -> tuple[int, int]:
+        sizes = {path.name: path.stat().st_size for path in self.base.parent.glob(self.base.name + "*")}
+        return sizes.get(self.base.name, 0), sum(sizes.values())
+
+    def sample(self) -> None:
+        live, total = self.sizes()
+        self.grown += max(0, live - self.last)
+        self.last = live
+        self.live_max, self.total_max = max(self.live_max, live), max(self.total_max, total)
 
 
 def disk_full_row(root: Path, ports: Ports, template: Path, quick: bool) -> list[Check]:
@@ -83,24 +98,25 @@ def full_disk_under(stack: Stack, seconds: float) -> list[Check]:
     stop = threading.Event()
     for _ in range(4):
         threading.Thread(target=hammer, args=(noisy.entry, stop), daemon=True).start()
+    log = LogWatch(stack, noisy.id)
     try:
-        sizes = [(time.monotonic(), log_bytes(stack, noisy.id))]
-        for _ in range(5):
-            time.sleep(1)
-            sizes.append((time.monotonic(), log_bytes(stack, noisy.id)))
-        rate = (sizes[-1][1] - sizes[0][1]) / (sizes[-1][0] - sizes[0][0])
+        began = time.monotonic()
+        while time.monotonic() < began + min(12.0, seconds):  # past LOG_MAX_BYTES at the issue's rate
+            time.sleep(0.5)
+            log.sample()
+        note(
+            f"noisy tunnel's log grew {log.grown / (time.monotonic() - began) / 1024:.0f} KB/s before the disk was full"
+        )
         filler = stack.data / "filler"
-        filled = fill(filler)
-        note(f"noisy tunnel's log grew {rate / 1024:.0f} KB/s before the disk was full; filler {filled >> 20} MB")
-        during = under_full_disk(stack, seconds, noisy)
+        note(f"filler: {fill(filler) >> 20} MB")
+        during = under_full_disk(stack, seconds, log)
         filler.unlink()
     finally:
         stop.set()
-    freed = time.monotonic()
     crash = during["crash"]
     back = probe.wait_all_ok(during["killed_at"], timeout=60, ids=[crash])
     time.sleep(12)  # one resync (10 s) to close or repair sessions
-    return full_disk_checks(stack, noisy, during, freed, back)
+    return full_disk_checks(stack, during, back)
 
 
 def compat_status(stack: Stack, tunnel_hash: str) -> str:
@@ -111,12 +127,12 @@ def compat_status(stack: Stack, tunnel_hash: str) -> str:
     return next((str(item.get("status")) for item in answer.body if item.get("hash") == tunnel_hash), "missing")
 
 
-def under_full_disk(stack: Stack, seconds: float, noisy) -> dict:
+def under_full_disk(stack: Stack, seconds: float, log: LogWatch) -> dict:
     """While the disk is full: a create every 2 s, the health check and compat /status, and a
     SIGKILL of one -R tunnel's autossh after 2 s."""
     until = time.monotonic() + seconds
     crash = next(t for t in stack.probe.tunnels.values() if t.direction == "-R")
-    writes, health, compat, largest = Counter(), Counter(), Counter(), 0
+    writes, health, compat = Counter(), Counter(), Counter()
     killed_at = None
     while time.monotonic() < until:
         if killed_at is None and time.monotonic() > until - seconds + 2:
@@ -126,41 +142,31 @@ def under_full_disk(stack: Stack, seconds: float, noisy) -> dict:
         answer = stack.call("GET", "/api/v1/status")
         health[f"{answer.kind} error={answer.get('error')!r} workers={answer.get('workers')!r}"[:160]] += 1
         compat[compat_status(stack, crash.hash)] += 1
-        largest = max(largest, log_bytes(stack, noisy.id))
+        log.sample()
         time.sleep(max(0.0, 2 - (time.monotonic() - until + seconds) % 2))
     return {
         "writes": writes,
         "health": health,
         "compat": compat,
-        "largest": largest,
         "crash": crash.id,
         "killed_at": killed_at or time.monotonic(),
     }
 
 
-def full_disk_checks(stack: Stack, noisy, during: dict, freed: float, back: float | None) -> list[Check]:
-    crash = during["crash"]
+def full_disk_checks(stack: Stack, during: dict, back: float | None) -> list[Check]:
+    crash, log = during["crash"], during["log"]
     respawns = stack.probe.pids_after(crash, during["killed_at"])
-    tunnels = stack.tunnels()
-    open_sessions = Counter(s["tunnel_id"] for s in stack.history() if not s["unregistered_at"])
-    running = [tid for tid, t in tunnels.items() if t["status"] == "running"]
-    wrong = {tunnels[tid]["name"]: open_sessions.get(tid, 0) for tid in running if open_sessions.get(tid, 0) != 1}
-    wrong.update({tunnels[t]["name"]: n for t, n in open_sessions.items() if t in tunnels and t not in running})
-    limit = LOG_MAX_BYTES * (LOG_KEEP + 1)
     reported = any("disk" in key.lower() for key in during["health"])
     note(f"health during: {dict(during['health'])}")
-    downtime = f"{back - during['killed_at']:.1f} s" if back else "never"
-    note(
-        f"compat /status of the killed tunnel during: {dict(during['compat'])}; new pids after the kill: "
-        f"{len(respawns)}; traffic back {downtime} after the kill"
-    )
-    note(f"last_error of the killed tunnel: {errors_seen(stack, crash, during['killed_at'], time.monotonic())}")
+    note(f"last_error of the crashed tunnel: {errors_seen(stack, crash, during['killed_at'], time.monotonic())}")
+    down = back - during["killed_at"] if back else None
     return [
         Check(
-            f"noisy tunnel's log and copies: largest {during['largest'] / 2**20:.2f} MB",
-            f"bounded: <= {limit / 2**20:.0f} MB (LOG_MAX_BYTES x (LOG_KEEP + 1); issue: grew past 1 MB, filled "
-            "the disk in 7 s)",
-            during["largest"] <= limit,
+            f"noisy tunnel's log: live file largest {log.live_max / 2**20:.2f} MB, with its copies "
+            f"{log.total_max / 2**20:.2f} MB",
+            f"bounded between resyncs: live <= 1.5 MB (LOG_MAX_BYTES 1 MB + what one pass lets in), all <= "
+            f"{LOG_MAX_BYTES * (LOG_KEEP + 1) / 2**20:.0f} MB (issue: past 1 MB at 380 KB/s, disk full in 7 s)",
+            log.live_max <= 1.5 * LOG_MAX_BYTES and log.total_max <= LOG_MAX_BYTES * (LOG_KEEP + 1),
         ),
         Check(
             f"creates during the full disk: {dict(during['writes'])}",
@@ -173,11 +179,27 @@ def full_disk_checks(stack: Stack, noisy, during: dict, freed: float, back: floa
             reported,
         ),
         Check(
-            f"tunnels with other than one open session (running) or any (stopped) afterwards: {wrong or 'none'}",
-            "none: exactly one open session per running tunnel (issue: 2 open sessions forever)",
-            not wrong,
+            f"a tunnel crashed during it: down {f'{down:.1f} s' if down else 'until the end'}, {len(respawns)} new "
+            f"autossh pid(s), compat /status said {dict(during['compat'])}",
+            "back within a few s (issue: respawned and killed 3 times, down 36 s, while /status said RUNNING); "
+            "pass: down < 5 s",
+            bool(down and down < 5),
         ),
+        open_sessions_check(stack),
     ]
+
+
+def open_sessions_check(stack: Stack) -> Check:
+    tunnels = stack.tunnels()
+    open_sessions = Counter(s["tunnel_id"] for s in stack.history() if not s["unregistered_at"])
+    running = [tid for tid, t in tunnels.items() if t["status"] == "running"]
+    wrong = {tunnels[tid]["name"]: open_sessions.get(tid, 0) for tid in running if open_sessions.get(tid, 0) != 1}
+    wrong.update({tunnels[t]["name"]: n for t, n in open_sessions.items() if t in tunnels and t not in running})
+    return Check(
+        f"tunnels with other than one open session (running) or any (not running) afterwards: {wrong or 'none'}",
+        "none: exactly one open session per running tunnel (issue: 2 open sessions forever)",
+        not wrong,
+    )
 
 
 class Hanging:
@@ -205,46 +227,52 @@ class Hanging:
             conn.close()
 
 
+def burst(stack: Stack, count: int) -> list[float]:
+    """``count`` concurrent reads (one thread each); their latencies (s)."""
+    answers: list = []
+    threads = [
+        threading.Thread(target=lambda: answers.append(stack.call("GET", "/api/v1/tunnels/?limit=50", timeout=120)))
+        for _ in range(count)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=150)
+    note(f"{count} reads answered: {dict(Counter(a.kind for a in answers))}")
+    return [a.seconds for a in answers]
+
+
 def hanging_row(root: Path, ports: Ports, template: Path, quick: bool) -> list[Check]:
     posts_n, reads_n = (6, 50) if quick else (20, 200)
     with running_stack(root, ports, template) as stack:
+        floor = burst(stack, reads_n)  # the same burst with nothing waiting: the floor of this machine
         hang = Hanging(ports.take())
         try:
             ids = [
                 stack.create("-L", probe=False, ssh_port=hang.port, desired_state="stopped").id for _ in range(posts_n)
             ]
             posts: list = []
-            reads: list = []
             post_threads = [
                 threading.Thread(target=lambda t=t: posts.append(stack.action(t, "start", 30, 120))) for t in ids
-            ]
-            read_threads = [
-                threading.Thread(
-                    target=lambda: reads.append(stack.call("GET", "/api/v1/tunnels/?limit=50", timeout=120))
-                )
-                for _ in range(reads_n)
             ]
             for thread in post_threads:
                 thread.start()
             time.sleep(0.5)
-            for thread in read_threads:
-                thread.start()
-            for thread in [*post_threads, *read_threads]:
+            reads = burst(stack, reads_n)
+            for thread in post_threads:
                 thread.join(timeout=150)
         finally:
             hang.close()
-    read_s = [a.seconds for a in reads]
     post_s = [a.seconds for a in posts]
-    note(
-        f"reads: {Counter(a.kind for a in reads)}; posts: {Counter(a.kind for a in posts)}, outputs "
-        f"{Counter(str(a.get('output'))[:40] for a in posts).most_common(3)}"
-    )
+    outputs = Counter(str(a.get("output"))[:50] for a in posts).most_common(3)
+    note(f"start?wait=30 answers: {dict(Counter(a.kind for a in posts))}, outputs {outputs}")
     return [
         Check(
-            f"{reads_n} concurrent reads: p50 {pct(read_s, 0.5):.2f} s, p90 {pct(read_s, 0.9):.2f} s, "
-            f"p99 {pct(read_s, 0.99):.2f} s",
-            "not held behind the waits: p99 well under the 30 s wait (issue: p90 31 s, p99 31.5 s); pass: p99 < 5 s",
-            pct(read_s, 0.99) < 5,
+            f"{reads_n} concurrent reads while {posts_n} starts wait: p50 {pct(reads, 0.5):.2f} s, "
+            f"p90 {pct(reads, 0.9):.2f} s, p99 {pct(reads, 0.99):.2f} s (floor, nothing waiting: p90 "
+            f"{pct(floor, 0.9):.2f} s, p99 {pct(floor, 0.99):.2f} s)",
+            "not held behind the waits (issue: p90 31 s, p99 31.5 s); pass: p99 < floor p99 + 2 s",
+            pct(reads, 0.99) < pct(floor, 0.99) + 2,
         ),
         Check(
             f"{posts_n} start?wait=30: {spread(post_s)}, min {min(post_s):.1f} s",

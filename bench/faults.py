@@ -112,6 +112,8 @@ def main() -> int:
                 print(f"  ERROR: the row did not finish ({time.monotonic() - began:.0f} s)", flush=True)
                 errors += 1
                 continue
+            finally:
+                ports.release()
             failures += sum(1 for check in checks if check.passed is False)
             print(f"  ({time.monotonic() - began:.0f} s)", flush=True)
     finally:

@@ -38,22 +38,46 @@ TICK = 0.25  # the issue's probe interval
 
 class Ports:
     """Ports of PORT_BLOCK free on 127.0.0.1, each handed out once per run (from a random start, so
-    two runs side by side, e.g. the smoke test next to a full run, rarely meet)."""
+    two runs side by side, e.g. the smoke test next to a full run, rarely meet).
+
+    The block lies inside Linux's ephemeral range (32768-60999): an outgoing connection (the probe's,
+    ssh's) could take a port picked here before its server binds it, or while the sshd is down. So
+    each port handed out stays bound here (SO_REUSEADDR, never listening) until ``release``: the kernel
+    then never picks it for a connection, and the server that binds it with SO_REUSEADDR (sshd, ssh's
+    -L listener, gunicorn, PostgreSQL, the targets) still can.
+    """
 
     def __init__(self) -> None:
         low, high = PORT_BLOCK
         start = random.randint(low, high)
         self._order = iter([*range(start, high + 1), *range(low, start)])
+        self._held: list[socket.socket] = []
 
     def take(self) -> int:
         for port in self._order:
-            with socket.socket() as sock:
-                try:
-                    sock.bind((HOST, port))
-                except OSError:
-                    continue
+            sock = socket.socket()
+            try:
+                sock.bind((HOST, port))  # no SO_REUSEADDR yet: fails if anything has the port
+            except OSError:
+                sock.close()
+                continue
+            sock.close()
+            held = socket.socket()
+            held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                held.bind((HOST, port))
+            except OSError:  # taken in between
+                held.close()
+                continue
+            self._held.append(held)
             return port
-        raise SystemExit(f"no free port left in {PORT_BLOCK}")
+        raise RuntimeError(f"no free port left in {PORT_BLOCK}")
+
+    def release(self) -> None:
+        """Let go of every port handed out so far (after a row's stack has stopped)."""
+        for sock in self._held:
+            sock.close()
+        self._held.clear()
 
 
 # --- a target behind the tunnels -------------------------------------------
@@ -298,7 +322,7 @@ class Stack:
         body = self.tunnel_body(direction, **extra)
         answer = self.call("POST", "/api/v1/tunnels/", body)
         if answer.status != 201:
-            raise SystemExit(f"creating a tunnel failed: {answer.status} {answer.body}")
+            raise RuntimeError(f"creating a tunnel failed: {answer.status} {answer.body}")
         entry = int(body["local_port"] if direction == "-L" else body["remote_port"])
         tunnel = Tunnel(answer.body["id"], answer.body["hash"], direction, entry)
         if probe and self.probe:
@@ -340,6 +364,21 @@ class Stack:
         pid = self.probe.api_at(time.monotonic())[tunnel_id]["pid"]
         os.killpg(os.getpgid(pid), signal.SIGKILL)
         return pid
+
+    def ssh_floor(self, tries: int = 3) -> float:
+        """Fastest of ``tries`` plain ssh logins to the sshd (connect, authenticate, run nothing): the least a
+        reconnect can take on this machine."""
+        options = ["BatchMode=yes", "StrictHostKeyChecking=no", "UserKnownHostsFile=/dev/null", "LogLevel=ERROR"]
+        argv = ["ssh", "-F", "none", "-T", "-i", str(self.sshd.client_key), "-p", str(self.sshd.port)]
+        for option in options:
+            argv += ["-o", option]
+        argv += [self.sshd.destination, "true"]
+        best = float("inf")
+        for _ in range(tries):
+            began = time.monotonic()
+            subprocess.run(argv, capture_output=True, timeout=30, check=True)
+            best = min(best, time.monotonic() - began)
+        return best
 
     def sshd_down(self) -> None:
         from tests.sshd import stop_sshd
@@ -391,7 +430,7 @@ print(json.dumps({"token": raw, "key": str(key.id), "public": key.public_key}))
 def manage(env: dict[str, str], *args: str) -> str:
     done = subprocess.run([PY, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True)
     if done.returncode:
-        raise SystemExit(f"manage.py {args[0]} failed:\n{done.stderr[-3000:]}")
+        raise RuntimeError(f"manage.py {args[0]} failed:\n{done.stderr[-3000:]}")
     return done.stdout
 
 
@@ -466,7 +505,8 @@ def running_stack(
             for _ in range(tunnels):
                 stack.create(direction)
         if stack.probe.wait_all_ok(began, timeout=90) is None:
-            raise SystemExit(f"the tunnels did not all carry traffic within 90 s: {stack.tunnels()}")
+            states = {t["name"]: (t["status"], t["last_error"][:120]) for t in stack.tunnels().values()}
+            raise RuntimeError(f"the tunnels did not all carry traffic within 90 s: {states}")
         yield stack
     finally:
         teardown(stack, target)
