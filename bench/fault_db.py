@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from faultstack import PY, Answer, Stack, Tunnel, request
+from faultstack import PY, Answer, Stack, Tunnel, health, request
 
 
 class Cluster:
@@ -136,10 +136,9 @@ def lock_requests(stack: Stack, idle: Tunnel, until: float, crash: tuple[float, 
             results["reads"].append(stack.call("GET", "/api/v1/tunnels/?limit=10", timeout=60).seconds)
             time.sleep(0.5)
 
-    def health() -> None:
+    def checks() -> None:
         while time.monotonic() < until:
-            answer = request(stack.web, "GET", "/api/v1/status", "", timeout=60)
-            said = f"{answer.kind} ok={answer.get('ok')} {answer.get('error') or ''}".strip()
+            said = health(stack.web)
             if said not in results["health"]:
                 results["health"].append(said)
             time.sleep(1)
@@ -152,7 +151,7 @@ def lock_requests(stack: Stack, idle: Tunnel, until: float, crash: tuple[float, 
         time.sleep(1)
         results["start"] = stack.action(idle.id, "start", wait=5, timeout=60)
 
-    threads = [threading.Thread(target=target, daemon=True) for target in (reads, health, writes, start)]
+    threads = [threading.Thread(target=target, daemon=True) for target in (reads, checks, writes, start)]
     for thread in threads:
         thread.start()
     time.sleep(max(0.0, crash[0] - time.monotonic()))

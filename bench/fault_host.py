@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from fault_rows import Check, errors_seen, note, pct, spread, wait
-from faultstack import HOST, Ports, Stack, running_stack
+from faultstack import HOST, Ports, Stack, health, running_stack
 
 LOG_MAX_BYTES = 1048576  # TUNNELSITE_LOG_MAX_BYTES's default
 LOG_KEEP = 2
@@ -132,22 +132,22 @@ def under_full_disk(stack: Stack, seconds: float, log: LogWatch) -> dict:
     SIGKILL of one -R tunnel's autossh after 2 s."""
     until = time.monotonic() + seconds
     crash = next(t for t in stack.probe.tunnels.values() if t.direction == "-R")
-    writes, health, compat = Counter(), Counter(), Counter()
+    writes, said, compat = Counter(), Counter(), Counter()
     killed_at = None
     while time.monotonic() < until:
         if killed_at is None and time.monotonic() > until - seconds + 2:
             stack.crash(crash.id)
             killed_at = time.monotonic()
         writes[stack.call("POST", "/api/v1/tunnels/", stack.tunnel_body("-L", desired_state="stopped")).kind] += 1
-        answer = stack.call("GET", "/api/v1/status")
-        health[f"{answer.kind} error={answer.get('error')!r} workers={answer.get('workers')!r}"[:160]] += 1
+        said[health(stack.web)] += 1
         compat[compat_status(stack, crash.hash)] += 1
         log.sample()
         time.sleep(max(0.0, 2 - (time.monotonic() - until + seconds) % 2))
     return {
         "writes": writes,
-        "health": health,
+        "health": said,
         "compat": compat,
+        "log": log,
         "crash": crash.id,
         "killed_at": killed_at or time.monotonic(),
     }

@@ -162,6 +162,16 @@ def request(port: int, method: str, path: str, token: str, body: object = None, 
     return Answer(status, ctype, parsed, time.monotonic() - began)
 
 
+def health(port: int) -> str:
+    """``GET /api/v1/status`` (as a load balancer asks: no credentials) in a line: kind, ok, error, problems."""
+    answer = request(port, "GET", "/api/v1/status", "", timeout=60)
+    problems = [item.get("error") for item in answer.get("problems") or [] if isinstance(item, dict)]
+    said = f"{answer.kind} ok={answer.get('ok')}"
+    if answer.get("error"):
+        said += f" error={answer.get('error')!r}"
+    return said + (f" problems={problems}" if problems else "")
+
+
 # --- the probe ----------------------------------------------------------------
 
 
