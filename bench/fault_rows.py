@@ -285,38 +285,47 @@ def postgres_down(root: Path, ports: Ports, template: Path, quick: bool) -> list
         cluster.start()
         answer = stack.action(idle.id, "start", wait=15, timeout=60)
         touched = [tid for tid in stack.probe.tunnels if stack.probe.down_between(tid, went, went + seconds) > 0]
-        kinds = {path: dict(count) for path, count in answers.items()}
-        for path, count in kinds.items():
-            note(f"{path}: {count}")
+        for path, count in answers.items():
+            note(f"{path}: {dict(count)}")
         note(f"worker log, first lines of the outage: {[line[:100] for line in lines[:3]]}")
-        html = sum(n for count in kinds.values() for kind, n in count.items() if "json" not in kind)
-        retry = all(
-            "retry_after" in kind or "status" in path for path, c in kinds.items() for kind in c if "503" in kind
-        )
-        output = str(answer.get("output"))
-        return shown(
-            Check(
-                f"answers during the {seconds:.0f} s outage that were not JSON: {html}",
-                "0: JSON 503 {error, retry_after}",
-                html == 0 and retry,
-            ),
-            Check(
-                f"worker log lines in {seconds:.0f} s: {len(lines)}",
-                "a few: one per state change, not a traceback per pass (issue: ~9,400 lines in 30 s)",
-                len(lines) <= 20,
-            ),
-            Check(
-                f"start?wait=15 right after the database returned: {answer.kind} in {answer.seconds:.1f} s, "
-                f"output {output!r}",
-                "started, pid N (issue: 'queued: no worker is running')",
-                "started" in output,
-            ),
-            Check(
-                f"tunnels that lost traffic during the outage: {len(touched)} of {len(stack.probe.tunnels)}",
-                "0: running tunnels do not need the database",
-                not touched,
-            ),
-        )
+        return shown(*outage_checks(seconds, answers, lines, answer, f"{len(touched)} of {len(stack.probe.tunnels)}"))
+
+
+def outage_checks(seconds: float, answers: dict[str, Counter], lines: list[str], answer, touched: str) -> list[Check]:
+    kinds = [(path, kind, n) for path, count in answers.items() for kind, n in count.items()]
+    html = sum(n for _, kind, n in kinds if "json" not in kind)
+    # The anonymous health check says 503 without retry_after on purpose (a load balancer's own schedule).
+    bare = sum(
+        n
+        for path, kind, n in kinds
+        if kind.startswith("503") and "retry_after" not in kind and path != "GET /api/v1/status"
+    )
+    tracebacks = sum(1 for line in lines if line.startswith("Traceback"))
+    output = str(answer.get("output"))
+    return [
+        Check(
+            f"answers during the {seconds:.0f} s outage that were not JSON: {html}; 503s without retry_after "
+            f"(the health check aside): {bare}",
+            "0 and 0: JSON 503 {error, retry_after} (issue: HTML 'Server Error (500)' everywhere but the status)",
+            html == 0 and bare == 0,
+        ),
+        Check(
+            f"worker log lines in {seconds:.0f} s: {len(lines)} ({tracebacks} tracebacks)",
+            "a few: one per state change, not a traceback per pass (issue: ~9,400 lines in 30 s); pass: <= 20",
+            len(lines) <= 20,
+        ),
+        Check(
+            f"start?wait=15 right after the database returned: {answer.kind} in {answer.seconds:.1f} s, "
+            f"output {output!r}",
+            "started, pid N (issue: 'queued: no worker is running'; the worker started it 0.3 s later)",
+            "started" in output,
+        ),
+        Check(
+            f"tunnels that lost traffic during the outage: {touched}",
+            "none: running tunnels do not need the database",
+            touched.startswith("0 "),
+        ),
+    ]
 
 
 def sqlite_lock(root: Path, ports: Ports, template: Path, quick: bool) -> list[Check]:

@@ -246,18 +246,28 @@ class Probe:
         rest = samples[failed[-1] + 1 :] if failed else samples
         return rest[0][0] if rest else None
 
+    def failed_spans(self, tunnel_id: str, start: float, end: float) -> list[tuple[float, float]]:
+        """(moment, seconds) of each failed sample in [start, end]: until the next sample, since a fetch
+        that times out makes the gap longer than TICK."""
+        samples = list(self.tunnels[tunnel_id].samples)
+        spans = []
+        for index, (moment, ok) in enumerate(samples):
+            if start <= moment <= end and not ok:
+                following = samples[index + 1][0] if index + 1 < len(samples) else moment + TICK
+                spans.append((moment, min(following, end) - moment if following > moment else TICK))
+        return spans
+
     def down_between(self, tunnel_id: str, start: float, end: float) -> float:
-        """Seconds without traffic in [start, end] (sum of the failed samples' intervals)."""
-        return sum(TICK for moment, ok in self.tunnels[tunnel_id].samples if start <= moment <= end and not ok)
+        """Seconds without traffic in [start, end]."""
+        return sum(seconds for _, seconds in self.failed_spans(tunnel_id, start, end))
 
     def running_without_traffic(self, tunnel_id: str, start: float, end: float) -> float:
         """Seconds in [start, end] when the API said ``running`` while nothing went through."""
-        total = 0.0
-        for moment, ok in list(self.tunnels[tunnel_id].samples):
-            if start <= moment <= end and not ok:
-                if self.api_at(moment).get(tunnel_id, {}).get("status") == "running":
-                    total += TICK
-        return total
+        return sum(
+            seconds
+            for moment, seconds in self.failed_spans(tunnel_id, start, end)
+            if self.api_at(moment).get(tunnel_id, {}).get("status") == "running"
+        )
 
     def pids_after(self, tunnel_id: str, since: float) -> list[tuple[float, int]]:
         """(moment, pid) each time the API showed a new autossh pid for the tunnel after ``since``."""
