@@ -8,7 +8,9 @@ import threading
 import time
 
 import pytest
+from django.core.cache import cache
 from django.db import connection
+from rest_framework.test import APIClient
 
 from accounts import request_log
 from accounts.models import ApiRequest, ApiToken
@@ -143,3 +145,13 @@ def test_compat_and_calls_waits_answer_within_their_promise_under_a_lock(db_path
         assert took < 1 + MARGIN
         every, took = timed(owner_client.post, "/api/autossh/start?wait=1")
         assert every.status_code == 503 and took < 1 + MARGIN
+
+
+def test_status_names_the_lock_not_a_missing_worker(db_path):
+    """Under a long lock no worker can write its heartbeat; the health check says why."""
+    with sqlite_write_lock(db_path):
+        response, took = timed(APIClient().get, "/api/v1/status")
+    assert response.status_code == 503 and took < FAST
+    assert response.json()["error"].startswith("database is locked by another writer")
+    cache.clear()  # the status answer is cached for a second
+    assert APIClient().get("/api/v1/status").json()["error"] == "no worker has reported within 15 s"

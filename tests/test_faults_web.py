@@ -7,6 +7,7 @@ The errors here are raised on cue (a service function, a plain view, a middlewar
 from __future__ import annotations
 
 import json
+import sqlite3
 
 import pytest
 from django.db import IntegrityError, InterfaceError, OperationalError
@@ -69,6 +70,7 @@ def start_raising(monkeypatch, exc: Exception) -> None:
         (OperationalError("database is locked"), 503, faults.RETRY_AFTER_LOCKED),
         (OperationalError("database or disk is full"), 503, faults.RETRY_AFTER_DOWN),
         (InterfaceError("connection already closed"), 503, faults.RETRY_AFTER_DOWN),
+        (sqlite3.OperationalError("database is locked"), 503, faults.RETRY_AFTER_LOCKED),  # a raw connection's
         (IntegrityError("UNIQUE constraint failed"), 500, None),  # a race or a bug, not an outage
         (RuntimeError("boom"), 500, None),
     ],

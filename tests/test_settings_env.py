@@ -140,3 +140,10 @@ def test_worker_batch_settings_defaults():
     if any(name in os.environ for name in WORKER_BATCH_SETTINGS):
         pytest.skip("set in this environment")
     assert (settings.WORKER_START_BATCH, settings.WORKER_MAX_STARTUPS, settings.WORKER_STOP_CONCURRENCY) == (25, 10, 64)
+
+
+def test_database_config_postgres_connects_with_a_timeout(tmp_path):
+    config = env.database_config("postgres://postgres@127.0.0.1:5432/tunnelsite", tmp_path)
+    assert config["OPTIONS"]["connect_timeout"] == env.PG_CONNECT_TIMEOUT
+    config = env.database_config("postgres://postgres@127.0.0.1:5432/tunnelsite?connect_timeout=2", tmp_path)
+    assert config["OPTIONS"]["connect_timeout"] == 2  # the URL's own value wins

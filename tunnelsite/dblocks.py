@@ -102,6 +102,20 @@ def best_effort(seconds: float = 0.1) -> Iterator[None]:
         logger.info("skipped a bookkeeping write: %s", exc)
 
 
+def write_locked() -> bool:
+    """Whether another connection holds SQLite's write lock right now (False on PostgreSQL, or when
+    this connection is inside a transaction and cannot ask). Takes and drops the lock at once if free."""
+    if not _is_sqlite() or connection.in_atomic_block:
+        return False
+    with lock_wait(0):
+        try:
+            connection.connection.execute("BEGIN IMMEDIATE")
+        except connection.Database.OperationalError:  # the raw connection raises sqlite3's own
+            return True
+        connection.connection.execute("ROLLBACK")
+    return False
+
+
 def set_deadline(request: HttpRequest, seconds: float) -> None:
     """From now on this request's writes wait for the lock at most until ``seconds`` after it
     arrived (never later than the ``WEB_LOCK_WAIT`` every API request starts with)."""

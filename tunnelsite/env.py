@@ -116,6 +116,9 @@ def load_or_create_secret(path: Path) -> str:
     return value
 
 
+PG_CONNECT_TIMEOUT = 5  # seconds
+
+
 def database_config(url: str | None, data_dir: Path) -> dict:
     """The default database: SQLite in the data dir, tuned for web + worker writers."""
     import dj_database_url
@@ -134,6 +137,10 @@ def database_config(url: str | None, data_dir: Path) -> dict:
             "CONN_MAX_AGE": 600,
             "CONN_HEALTH_CHECKS": True,
         }
+    if "postgresql" in config["ENGINE"]:
+        # An unreachable server (packets dropped, not refused) would otherwise hold each request for
+        # the kernel's connect timeout (~2 min); a ?connect_timeout= in the URL wins.
+        config.setdefault("OPTIONS", {}).setdefault("connect_timeout", PG_CONNECT_TIMEOUT)
     if config["ENGINE"] == "django.db.backends.sqlite3":
         config.setdefault("OPTIONS", {}).update(
             {

@@ -17,6 +17,7 @@ The dashboard and the admin keep HTML pages.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import sys
 import time
 from collections.abc import Callable
@@ -38,6 +39,20 @@ RETRY_AFTER_DOWN = 5
 INTERNAL_ERROR = "internal error"
 CALLS_SERVER_ERROR = 50  # the calls' error_code for a 500 or 503 (sshreach has none for server trouble)
 
+# Outages as Django reports them, and as the drivers do where code talks to a raw connection.
+OUTAGES: tuple[type[BaseException], ...] = (
+    OperationalError,
+    InterfaceError,
+    sqlite3.OperationalError,
+    sqlite3.InterfaceError,
+)
+try:
+    import psycopg
+
+    OUTAGES += (psycopg.OperationalError, psycopg.InterfaceError)
+except ImportError:  # SQLite-only installs
+    pass
+
 
 @dataclass(frozen=True)
 class Fault:
@@ -58,7 +73,7 @@ def database_fault(exc: BaseException | None) -> Fault | None:
 
     Integrity and data errors are DatabaseErrors too, but they mean a bug or a race,
     not an outage: they stay 500s."""
-    if not (isinstance(exc, OperationalError | InterfaceError) or type(exc) is DatabaseError):
+    if not (isinstance(exc, OUTAGES) or type(exc) is DatabaseError):
         return None
     text = str(exc).lower()
     if "locked" in text:  # SQLite: another writer held the lock past busy_timeout

@@ -38,6 +38,7 @@ from tunnels.api.preflight import ConnectionTestActions
 from tunnels.models import ConfigBackup, Desired, JSONArrayLength, Status, Tunnel, TunnelSession
 from tunnels.services import Actor
 from tunnels.ssh import redact_for
+from tunnelsite import dblocks
 from tunnelsite.faults import RETRY_AFTER_DOWN
 from tunnelsite.pagination import TotalEntriesPagination
 from tunnelsite.schema import BAD_REQUEST, COMMON_ERRORS, CONFLICT, NOT_FOUND, UNSUPPORTED_MEDIA_TYPE, error
@@ -178,8 +179,15 @@ class StatusView(APIView):
             "version": settings.VERSION,
         }
         if not workers:
-            body["error"] = f"no worker has reported within {settings.WORKER_LEASE_SECONDS} s"
+            body["error"] = no_worker_reason()
         return body
+
+
+def no_worker_reason() -> str:
+    # A held SQLite write lock keeps every worker from writing its heartbeat: say that, not "no worker".
+    if dblocks.write_locked():
+        return "database is locked by another writer: workers cannot report (no heartbeat within the lease)"
+    return f"no worker has reported within {settings.WORKER_LEASE_SECONDS} s"
 
 
 # --- tunnels ------------------------------------------------------------
