@@ -39,6 +39,11 @@ def count_rows(env: dict[str, str], **filters: object) -> int:
     return int(manage(env, "shell", "-c", code).strip().splitlines()[-1])
 
 
+def silent_worker(env: dict[str, str]) -> None:
+    """A node row with a fresh heartbeat, as a worker that is alive but never acts would leave it."""
+    manage(env, "shell", "-c", "from tunnels.models import WorkerNode; WorkerNode.objects.create(name='silent')")
+
+
 class Poller:
     """GETs one URL every 50 ms in the background, keeping (status, content type) of each answer."""
 
@@ -63,11 +68,13 @@ class Poller:
         self._thread.join(30)
 
 
+@pytest.mark.timeout(150)
 @pytest.mark.skipif(postgres_bin() is None, reason="PostgreSQL server binaries not installed")
 def test_postgresql_stopped_and_started_again(tmp_path):
     with cluster() as pg:
         env = site_env(tmp_path / "data", pg.url)
         token = prepare(env)
+        silent_worker(env)  # so a start waits for a worker instead of answering "no worker"
         with gunicorn(env, tmp_path / "gunicorn.log") as base:
             api, browser = Browser(base, token), Browser(base)
             browser.log_in("bob", PASSWORD)
@@ -84,9 +91,14 @@ def test_postgresql_stopped_and_started_again(tmp_path):
             )
             assert created.status == 201, created.body
             tunnel = created.json()
-            with Poller(api, "/api/v1/tunnels/") as poller:
-                time.sleep(0.3)
-                pg.stop()  # fast shutdown, by the postmaster's PID
+            with Poller(api, "/api/v1/tunnels/") as poller, ThreadPoolExecutor(1) as pool:
+                waiting = pool.submit(api, "POST", f"/start/{tunnel['hash'][:8]}?wait=6")
+                time.sleep(1)
+                pg.stop()  # fast shutdown, by the postmaster's PID, while that start waits for the worker
+                waited = waiting.result()
+                # Its change was recorded before the database went: it says so, in its promised time.
+                assert waited.status == 200 and waited.took < 6 + MARGIN, (waited.status, waited.took)
+                assert waited.json()["output"].endswith("queued: the database stopped answering while waiting")
                 during_outage(api, browser, tunnel)
                 pg.start()
                 wait_for(lambda: api("GET", "/api/v1/tunnels/").status == 200, timeout=20, message="recovery")
@@ -170,7 +182,7 @@ def test_waits_hold_their_cap_while_the_worker_is_silent(tmp_path):
     """The fault table's last row, scaled: concurrent start?wait=N with a worker that never acts."""
     env = site_env(tmp_path / "data")
     token = prepare(env)
-    manage(env, "shell", "-c", "from tunnels.models import WorkerNode; WorkerNode.objects.create(name='silent')")
+    silent_worker(env)
     with gunicorn(env, tmp_path / "gunicorn.log") as base:
         api = Browser(base, token)
         ids = []

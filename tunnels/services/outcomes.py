@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from django.conf import settings
+from django.db import DatabaseError
 from django.db.models import Max
 from django.utils import timezone
 
@@ -16,6 +17,7 @@ from tunnels.models import (
     Tunnel,
     WorkerNode,
 )
+from tunnelsite.faults import database_fault
 
 # --- waiting for the worker ---------------------------------------------
 
@@ -142,12 +144,27 @@ def _refresh(tunnels: list[Tunnel], whole_row: bool) -> None:
             setattr(tunnel, field, value)
 
 
+DATABASE_AWAY = "queued: the database stopped answering while waiting"
+
+
 def _poll(tunnels: list[Tunnel], want_running: bool, timeout: float, whole_row: bool) -> list[Outcome]:
+    outcomes: dict[int, Outcome] = {}
+    try:
+        return _watch(tunnels, want_running, timeout, whole_row, outcomes)
+    except DatabaseError as exc:
+        if database_fault(exc) is None:
+            raise
+        # The request itself was recorded before the wait: only the worker's answer cannot be read.
+        return [outcomes.get(t.pk) or Outcome("queued", DATABASE_AWAY) for t in tunnels]
+
+
+def _watch(
+    tunnels: list[Tunnel], want_running: bool, timeout: float, whole_row: bool, outcomes: dict[int, Outcome]
+) -> list[Outcome]:
     # Cost per waiting request: one read of the pending rows per WAIT_POLL plus one indexed
     # heartbeat query per WORKER_CHECK, for at most WAIT_MAX seconds.
     started = time.monotonic()
     next_worker_check = started
-    outcomes: dict[int, Outcome] = {}
     heartbeat = None
     while True:
         pending = [t for t in tunnels if t.pk not in outcomes]
