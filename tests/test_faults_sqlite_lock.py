@@ -155,3 +155,23 @@ def test_status_names_the_lock_not_a_missing_worker(db_path):
     assert response.json()["error"].startswith("database is locked by another writer")
     cache.clear()  # the status answer is cached for a second
     assert APIClient().get("/api/v1/status").json()["error"] == "no worker has reported within 15 s"
+
+
+def busy_timeout() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA busy_timeout")
+        return cursor.fetchone()[0]
+
+
+def test_short_lock_waits_give_the_connection_its_own_timeout_back(db_path):
+    configured = busy_timeout()
+    with dblocks.lock_wait(0):
+        assert busy_timeout() == 0
+        with dblocks.lock_wait(0.1):
+            assert busy_timeout() == 0  # the tighter cap holds
+    assert busy_timeout() == configured
+    assert not dblocks.write_locked()
+    assert busy_timeout() == configured
+    with sqlite_write_lock(db_path):
+        assert dblocks.write_locked()
+    assert busy_timeout() == configured

@@ -68,7 +68,8 @@ def _sync(deadline: float | None = None) -> None:
         limits.append(max(left_ms // STEP_MS * STEP_MS, int(MIN_LOCK_WAIT * 1000)))
     want = min(limits) if limits else _default_ms()
     connection.ensure_connection()
-    if (getattr(_local, "state", None) or _default_ms()) != want:
+    current = getattr(_local, "state", None)
+    if (_default_ms() if current is None else current) != want:
         # On the raw connection: through Django's cursor the PRAGMA would pass the wrapper again.
         connection.connection.execute(f"PRAGMA busy_timeout = {want}")
         _local.state = want
