@@ -65,34 +65,37 @@ def document_bad_request(result: dict[str, Any], **kwargs: Any) -> dict[str, Any
     return result
 
 
-SERVER_ERRORS = {
-    "500": 'Unexpected server error: `{"error": "internal error"}`, never a traceback.',
-    "503": "The database did not answer (stopped, unreachable, out of disk, or locked by another writer): "
-    "nothing changed; `retry_after` and the `Retry-After` header say when to try again.",
+UNAVAILABLE = (
+    "The database did not answer (stopped, unreachable, out of disk, or locked by another writer); "
+    "`retry_after` and the `Retry-After` header say when to try again."
+)
+# One shared response per surface, referenced by every operation: inlined, 250 copies make ReDoc slow.
+UNAVAILABLE_RESPONSES = {
+    "ServiceUnavailable": "Error",
+    "CompatServiceUnavailable": "CompatThrottled",
+    "CallServiceUnavailable": "CallEnvelope",  # error_code 50
 }
 
 
-def _server_error_ref(path: str, code: str) -> str:
+def _unavailable_ref(path: str) -> str:
     if path.startswith(CALLS_PREFIX):
-        return "#/components/schemas/CallEnvelope"  # error_code 50
+        return "#/components/responses/CallServiceUnavailable"
     if path.startswith(COMPAT_PREFIX):
-        return "#/components/schemas/CompatThrottled" if code == "503" else "#/components/schemas/CompatError"
-    return "#/components/schemas/Error"
+        return "#/components/responses/CompatServiceUnavailable"
+    return "#/components/responses/ServiceUnavailable"
 
 
-def document_server_errors(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-    """Every operation can answer 500 and 503 (``tunnelsite.faults``); ones that document their own keep it."""
+def document_unavailable(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """Every operation can answer 503 (``tunnelsite.faults``); ones that document their own keep it.
+
+    The JSON 500 for a bug is said once, in the API's description, not per operation."""
+    responses = result.setdefault("components", {}).setdefault("responses", {})
+    for name, schema in UNAVAILABLE_RESPONSES.items():
+        content = {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}
+        responses[name] = {"description": UNAVAILABLE, "content": content}
     for path, item in result.get("paths", {}).items():
         for method in METHODS:
-            responses = (item.get(method) or {}).get("responses")
-            if responses is None:
-                continue
-            for code, description in SERVER_ERRORS.items():
-                responses.setdefault(
-                    code,
-                    {
-                        "description": description,
-                        "content": {"application/json": {"schema": {"$ref": _server_error_ref(path, code)}}},
-                    },
-                )
+            operation = item.get(method)
+            if operation is not None:
+                operation.setdefault("responses", {}).setdefault("503", {"$ref": _unavailable_ref(path)})
     return result
