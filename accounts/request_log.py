@@ -58,16 +58,16 @@ class Backlog:
 
     def add(self, row: dict[str, Any]) -> None:
         with self._lock:
-            if len(self._rows) >= self.limit:
-                self.dropped += 1
-                if self.dropped == 1:
-                    logger.error("request history backlog full (%d rows): dropping rows until it drains", self.limit)
-                return
-            self._rows.append(row)
             if self._thread is None or not self._thread.is_alive():
                 # Started on first use, not at import: gunicorn forks its workers after importing.
                 self._thread = threading.Thread(target=self._run, name="request-history", daemon=True)
                 self._thread.start()
+            if len(self._rows) < self.limit:
+                self._rows.append(row)
+            else:
+                self.dropped += 1
+                if self.dropped == 1:
+                    logger.error("request history backlog full (%d rows): dropping rows until it drains", self.limit)
         self._wake.set()
 
     def flush(self, lock_seconds: float = FLUSH_LOCK_WAIT) -> bool:
@@ -87,6 +87,8 @@ class Backlog:
                     self._in_flight = 0
                 logger.debug("request history backlog: %d rows wait (%s)", len(self), exc)
                 return False
+            except Exception:  # a bug, not the database: retrying would fail the same way
+                logger.exception("request history: %d rows could not be written and are dropped", len(batch))
             with self._lock:
                 self._in_flight = 0
             self._drained()
