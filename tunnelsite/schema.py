@@ -8,7 +8,7 @@ from typing import Any
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers
 
-from tunnelsite.paths import CALLS_PREFIX, COMPAT_MOUNT
+from tunnelsite.paths import COMPAT_MOUNT
 
 
 class ErrorSerializer(serializers.Serializer):
@@ -62,40 +62,4 @@ def document_bad_request(result: dict[str, Any], **kwargs: Any) -> dict[str, Any
                 "description": "Bad request, for example a NUL character anywhere in the request.",
                 "content": {"application/json": {"schema": {"$ref": _error_ref(path)}}},
             }
-    return result
-
-
-UNAVAILABLE = (
-    "The database did not answer (stopped, unreachable, out of disk, or locked by another writer); "
-    "`retry_after` and the `Retry-After` header say when to try again."
-)
-# One shared response per surface, referenced by every operation: inlined, 250 copies make ReDoc slow.
-UNAVAILABLE_RESPONSES = {
-    "ServiceUnavailable": "Error",
-    "CompatServiceUnavailable": "CompatThrottled",
-    "CallServiceUnavailable": "CallEnvelope",  # error_code 50
-}
-
-
-def _unavailable_ref(path: str) -> str:
-    if path.startswith(CALLS_PREFIX):
-        return "#/components/responses/CallServiceUnavailable"
-    if path.startswith(COMPAT_PREFIX):
-        return "#/components/responses/CompatServiceUnavailable"
-    return "#/components/responses/ServiceUnavailable"
-
-
-def document_unavailable(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-    """Every operation can answer 503 (``tunnelsite.faults``); ones that document their own keep it.
-
-    The JSON 500 for a bug is said once, in the API's description, not per operation."""
-    responses = result.setdefault("components", {}).setdefault("responses", {})
-    for name, schema in UNAVAILABLE_RESPONSES.items():
-        content = {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}
-        responses[name] = {"description": UNAVAILABLE, "content": content}
-    for path, item in result.get("paths", {}).items():
-        for method in METHODS:
-            operation = item.get(method)
-            if operation is not None:
-                operation.setdefault("responses", {}).setdefault("503", {"$ref": _unavailable_ref(path)})
     return result

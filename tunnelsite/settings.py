@@ -171,8 +171,9 @@ REST_FRAMEWORK = {
 SPECTACULAR_SETTINGS = {
     "TITLE": "tunnelsite API",
     "DESCRIPTION": "Multi-user SSH tunnel manager: REST API v1 and the autossh-compatible API. "
-    "Any operation may also answer `503` (the database did not answer; `retry_after` says when to try again) "
-    'or `500 {"error": "internal error"}` (a bug; the details are in the server log), always as JSON.',
+    'Any operation may also answer `503 {"error", "retry_after"}` with a `Retry-After` header (the database '
+    'did not answer; nothing to fix in the request) or `500 {"error": "internal error"}` (a bug; the details are '
+    "in the server log), always as JSON; the calls answer both in their envelope with `error_code` 50.",
     "VERSION": VERSION,
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",
@@ -185,7 +186,6 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "tunnelsite.schema.document_bad_request",
-        "tunnelsite.schema.document_unavailable",
     ],
     "ENUM_NAME_OVERRIDES": {"DirectionEnum": "tunnels.models.DIRECTION_CHOICES"},
     "TAGS": [
