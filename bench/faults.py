@@ -103,7 +103,8 @@ def main() -> int:
         template = sqlite_template(root)
         for name in args.rows:
             title, run = ROWS[name]
-            print(f"\n[{name}] {title}", flush=True)
+            load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+            print(f"\n[{name}] {title}    (load average {load})", flush=True)
             began = time.monotonic()
             try:
                 checks = run(root / name, ports, template, args.quick)
