@@ -24,7 +24,8 @@ from tests.worker_fixtures import sshd_tunnel_data
 from tunnels import processes, services
 from tunnels.models import ExitReason, Status, Tunnel, TunnelSession
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+# Each runs in ~5-15 s alone; the bounds are for a machine shared with other suites.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 MANY = 150
 # Outside the default pool (20000-29999) where other tests pick ports, below the ephemeral range:
@@ -132,7 +133,7 @@ def test_start_all_of_many_runs_every_one_without_false_failures(worker_factory,
 
     services.start_all(Tunnel.objects.filter(owner=staff))
 
-    wait_for(lambda: all_running(staff, MANY), timeout=60, interval=0.2, message=f"{MANY} tunnels running")
+    wait_for(lambda: all_running(staff, MANY), timeout=180, interval=0.2, message=f"{MANY} tunnels running")
     assert all(port_open(int(t.local_port)) for t in tunnels)
     groups = live_groups()
     assert sorted(groups) == sorted(str(t.uuid) for t in tunnels)
@@ -145,7 +146,7 @@ def test_kill_9_of_one_among_many_recovers_and_stop_all_stops_every_one(worker_f
     tunnels = stopped_tunnels(staff, sshd, MANY)
     standin_worker(worker_factory, standin_bin)
     services.start_all(Tunnel.objects.filter(owner=staff))
-    wait_for(lambda: all_running(staff, MANY), timeout=60, interval=0.2, message=f"{MANY} tunnels running")
+    wait_for(lambda: all_running(staff, MANY), timeout=180, interval=0.2, message=f"{MANY} tunnels running")
     victim = Tunnel.objects.get(pk=tunnels[MANY // 2].pk)
 
     os.kill(victim.pid, signal.SIGKILL)
@@ -154,16 +155,16 @@ def test_kill_9_of_one_among_many_recovers_and_stop_all_stops_every_one(worker_f
         row = Tunnel.objects.get(pk=victim.pk)
         return row.status == Status.RUNNING and row.pid != victim.pid and port_open(int(row.local_port))
 
-    wait_for(replaced, timeout=30, interval=0.1, message="the killed tunnel running again")
+    wait_for(replaced, timeout=60, interval=0.1, message="the killed tunnel running again")
     assert all_running(staff, MANY)
     assert Tunnel.objects.filter(owner=staff, restart_count__gt=0).count() == 1  # the killed one only
 
     services.stop_all(Tunnel.objects.filter(owner=staff))
 
-    wait_for(lambda: not live_groups(), timeout=60, interval=0.2, message="every tunnel process gone")
+    wait_for(lambda: not live_groups(), timeout=180, interval=0.2, message="every tunnel process gone")
     wait_for(
         lambda: not Tunnel.objects.filter(owner=staff).exclude(status=Status.STOPPED).exists(),
-        timeout=30,
+        timeout=60,
         message="every tunnel stopped",
     )
     assert not any(port_open(int(t.local_port)) for t in tunnels)
@@ -189,7 +190,7 @@ def test_failover_runs_every_tunnel_on_the_survivor_and_none_twice(worker_factor
     first = standin_worker(worker_factory, standin_bin)
     second = standin_worker(worker_factory, standin_bin)
     services.start_all(Tunnel.objects.filter(owner=staff))
-    wait_for(lambda: all_running(staff, count), timeout=60, interval=0.2, message="all running")
+    wait_for(lambda: all_running(staff, count), timeout=180, interval=0.2, message="all running")
     nodes = dict.fromkeys((first.node, second.node), 0)
     for node in Tunnel.objects.filter(owner=staff).values_list("node", flat=True):
         nodes[node] += 1
