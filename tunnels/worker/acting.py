@@ -54,14 +54,14 @@ class Acting:
             healthy=tracked is not None and tracked.healthy,
             generation_matches=tracked is None or tracked.generation == tunnel.generation,
             checked=step.checked,
-            start_deadline_passed=_deadline_passed(tracked, limit),
+            start_deadline_passed=_deadline_passed(tracked, limit),  # (a reconnecting tunnel has none)
             start_limit=limit,
             groups=len(groups) if tracked is None else 0,
             strays=sum(1 for f in groups if f.pid != tracked.pid) if tracked is not None else 0,
             leftovers=len(step.found) if tracked is None else 0,
             exit=step.exit,
             auto_restart=tunnel.auto_restart,
-            backoff_remaining=_remaining(tunnel),
+            backoff_remaining=self.backoff_left(tunnel, _remaining(tunnel)),
             held=retries.held(tunnel),
             restart=tunnel.consecutive_failures > 0 or self._queued.get(tunnel.pk, False),
             start_slot=self._start_slot(),
@@ -114,8 +114,9 @@ class Acting:
         return True
 
     def _do_restart(self, tunnel: Tunnel, decision: Decision, step: Step) -> bool:
-        self._update(tunnel, last_error=decision.reason)
-        self._spawn(tunnel, restart=True)
+        self._spawn(tunnel, restart=True)  # first: no write may delay the restart
+        if str(tunnel.uuid) in self.tracked:  # (a start that failed wrote its own reason)
+            self._update(tunnel, last_error=decision.reason)
         return False
 
     def _do_fail(self, tunnel: Tunnel, decision: Decision, step: Step) -> bool:
@@ -204,7 +205,9 @@ class Acting:
 
 
 def _deadline_passed(tracked: Tracked | None, limit: float) -> bool:
-    return tracked is not None and tracked.first_check is not None and time.monotonic() - tracked.first_check > limit
+    if tracked is None or tracked.first_check is None or tracked.reconnecting is not None:
+        return False
+    return time.monotonic() - tracked.first_check > limit
 
 
 def _remaining(tunnel: Tunnel) -> float:

@@ -1,9 +1,8 @@
-"""Health: is a tunnel's forward really up, and what do ssh's failure lines mean for its owner."""
+"""Health: is a tunnel's forward really up (from the latest evidence), and failing it with a reason."""
 
 from __future__ import annotations
 
 import logging
-import re
 import socket
 import time
 from datetime import timedelta
@@ -13,8 +12,16 @@ from django.utils import timezone
 
 from tunnels import hostkeys, processes, retries
 from tunnels.models import ExitReason, Status, Tunnel
-from tunnels.ssh import redact
 from tunnels.validation import split_local
+from tunnels.worker import outage
+from tunnels.worker.evidence import (  # noqa: F401 - FAILURES and explain are re-exported
+    FAILURES,
+    authenticated_last,
+    describe_exit,
+    describe_returncode,
+    explain,
+    since_last_start,
+)
 from tunnels.worker.tracked import Tracked
 
 logger = logging.getLogger("tunnelsite.worker")
@@ -22,92 +29,135 @@ logger = logging.getLogger("tunnelsite.worker")
 # After "Authenticated to", a refused -R forward is reported within one round
 # trip; a forward that has not failed after this long is taken as up.
 REMOTE_SETTLE = 0.5
-
-# Lines ssh writes when a tunnel cannot work, and what they mean for the user.
-# The last field says whether only the user can fix it (status failed rather than backoff).
-FAILURES: list[tuple[re.Pattern[str], str, bool]] = [
-    (re.compile(r"address already in use", re.I), "address already in use: another program listens on {listen}", True),
-    (re.compile(r"cannot listen to port"), "address already in use: ssh could not listen on {listen}", True),
-    (
-        re.compile(r"bind .*Permission denied"),
-        "permission denied: not allowed to listen on {listen} (ports below 1024 need privileges)",
-        True,
-    ),
-    (
-        re.compile(r"Permission denied \((?P<methods>[^)]*)\)"),
-        "permission denied ({methods}): the SSH server did not accept the tunnel's key",
-        True,
-    ),
-    (
-        re.compile(r"Host key verification failed|REMOTE HOST IDENTIFICATION HAS CHANGED"),
-        "host key verification failed: the server's host key differs from the one remembered for it",
-        True,
-    ),
-    (
-        re.compile(r"remote port forwarding failed"),
-        "remote port forwarding failed: the SSH server refused to listen on {listen} "
-        "(port in use there, or forwarding not allowed)",
-        True,
-    ),
-    (
-        re.compile(r"ssh: connect to host .*Connection refused"),
-        "connection refused: nothing accepts SSH connections at {server}",
-        False,
-    ),
-    (re.compile(r"ssh: connect to host .*timed out"), "connection timed out: {server} did not answer", False),
-    (re.compile(r"No route to host|Network is unreachable"), "host unreachable: no route to {server}", False),
-    (
-        re.compile(r"Could not resolve hostname"),
-        "unknown host: the name of {server} could not be resolved",
-        True,
-    ),
-    (
-        re.compile(r"Connection (closed|reset) by|kex_exchange_identification"),
-        "the SSH server at {server} closed the connection",
-        False,
-    ),
-    (
-        re.compile(r"Bad (local|remote) forwarding specification|Bad configuration option|command-line: line"),
-        "ssh rejected the tunnel's configuration",
-        True,
-    ),
-]
-
-
-def explain(text: str, tunnel: Tunnel) -> tuple[str, bool] | None:
-    """The last failure in ``text`` in words a user understands (plus ssh's own line)."""
-    server = tunnel.remote_host.rsplit("@", 1)[-1] + (f":{tunnel.ssh_port}" if tunnel.ssh_port else "")
-    for line in reversed(text.splitlines()):
-        for pattern, message, needs_user in FAILURES:
-            match = pattern.search(line)
-            if match:
-                words = message.format(listen=tunnel.listen, server=server, **match.groupdict())
-                return f"{words} — ssh said: {redact(line.strip())[:300]}", needs_user
-    return None
+# A dropped connection not back this long after its server answers again is restarted by the worker
+# (autossh's own retries come 0-2 s apart early in an outage, much further apart later).
+RECONNECT_GRACE = 3.0
+# How much of an adopted process's log is read back to learn its state.
+READ_BACK_BYTES = 64 * 1024
 
 
 class Health:
     """Reconciler mixin: checking a tracked process and failing it with a reason."""
 
     def check(self, tunnel: Tunnel, tracked: Tracked, *, read_logs: bool = True) -> None:
-        """Health: running only when the forward really works; a failure line in the log fails it."""
-        if read_logs or not tracked.healthy:
-            text, tracked.offset = processes.read_log(tunnel.log_path, tracked.offset)
-            if text:
-                tracked.seen = (tracked.seen + text)[-8192:]
-                failure = self._explain(tunnel, text, tracked.seen)
-                if failure:
-                    self.fail(tunnel, tracked, *failure)
-                    return
+        """Health from the latest evidence: ``-L`` from the port, ``-R`` from the log since the
+        current connection. A working tunnel whose ssh child is unchanged costs nothing."""
         if tracked.healthy:
+            if any(pid in getattr(self, "exited", {}) for pid in tracked.ssh_pids):  # its ssh exited (the loop)
+                tracked.ssh_pids = processes.children(tracked.pid) or []
+            if tracked.connection is None or tuple(sorted(tracked.ssh_pids)) == tracked.connection:
+                return
+            self._connection_dropped(str(tunnel.uuid), tracked)
+        text, tracked.offset = processes.read_log(tunnel.log_path, tracked.offset)
+        tracked.seen = (tracked.seen + text)[-8192:]
+        failure = self._explain(tunnel, tracked.seen, tracked.seen) if tracked.seen else None
+        # Autossh retries a dropped connection itself: only a failure the owner must fix ends it.
+        if failure and (failure[1] or tracked.reconnecting is None):
+            self.fail(tunnel, tracked, *failure)
             return
         if self._forward_up(tunnel, tracked):
-            tracked.healthy = True
-            self._update(tunnel, status=Status.RUNNING, last_error="", consecutive_failures=0, backoff_until=None)
-            self._touch_key(tunnel)
-            hostkeys.seen(tunnel)  # keep the key ssh trusted on first use
-            logger.info("tunnel %s (%s) is running, pid %s", tunnel.name, tunnel.uuid, tracked.pid)
+            self._came_up(tunnel, tracked)
+            return
+        if tracked.reconnecting is not None:
+            self._await_reconnect(tunnel, tracked, failure[0] if failure else None)
         # Not up yet: the start deadline is the pass's decision (tunnels.worker.decide).
+
+    def read_back(self, tunnel: Tunnel, tracked: Tracked) -> None:
+        """An adopted process: its state comes from what it wrote since its last start (and, in
+        ``check``, from its port), never from what the previous worker last wrote down."""
+        text, tracked.offset = processes.read_log(tunnel.log_path, 0, READ_BACK_BYTES)
+        tracked.seen = since_last_start(text)[-8192:]
+        tracked.healthy = False  # until check() sees the forward work, this very pass
+        failure = explain(tracked.seen, tunnel)
+        worked = tunnel.status == Status.RUNNING or tunnel.last_error.startswith("reconnecting:")
+        if failure and not failure[1] and worked:
+            tracked.reconnecting = time.monotonic()  # a drop autossh is retrying, as before the restart
+
+    def exit_words(self, tracked: Tracked) -> str:
+        """Why ``tracked``'s autossh ended: its real exit status or signal."""
+        status = getattr(self, "exited", {}).get(tracked.pid)  # raw wait statuses (tunnels.worker.loop)
+        if status is not None:
+            return describe_exit(status)
+        if tracked.popen is not None and tracked.popen.returncode is not None:
+            return describe_returncode(tracked.popen.returncode)
+        return describe_exit(None)
+
+    def watch_connections(self) -> None:
+        """Every second (no database): a running tunnel whose ssh child changed or exited lost its
+        connection, and gets the next pass's attention. One small /proc read per running tunnel."""
+        for key, tracked in self.tracked.items():
+            if not tracked.healthy or tracked.connection is None or not tracked.alive():
+                continue  # (a dead autossh is the pass's to reap and restart, not a dropped connection)
+            children = processes.children(tracked.pid)
+            if children is not None and tuple(sorted(children)) != tracked.connection:
+                tracked.ssh_pids = children
+                self._connection_dropped(key, tracked)
+
+    def _connection_dropped(self, key: str, tracked: Tracked) -> None:
+        """The ssh child of a working tunnel changed or exited: its connection dropped."""
+        tracked.healthy = False
+        tracked.connection = None
+        tracked.seen = ""  # evidence from here on is about the next connection
+        tracked.authenticated_at = None
+        tracked.reconnecting = time.monotonic()
+        tracked.server_back = None
+        logger.info("tunnel %s: the SSH connection dropped, autossh reconnects", key)
+
+    def _came_up(self, tunnel: Tunnel, tracked: Tracked) -> None:
+        again = tracked.reconnecting is not None
+        tracked.healthy = True
+        tracked.connection = tuple(sorted(tracked.ssh_pids))
+        tracked.reconnecting = tracked.server_back = None
+        self.probes.forget(tunnel)
+        if tunnel.status != Status.RUNNING or tunnel.last_error or tunnel.consecutive_failures or tunnel.backoff_until:
+            self._update(tunnel, status=Status.RUNNING, last_error="", consecutive_failures=0, backoff_until=None)
+        self._touch_key(tunnel)
+        hostkeys.seen(tunnel)  # keep the key ssh trusted on first use
+        verb = "reconnected" if again else "is running"
+        logger.info("tunnel %s (%s) %s, pid %s", tunnel.name, tunnel.uuid, verb, tracked.pid)
+
+    def _await_reconnect(self, tunnel: Tunnel, tracked: Tracked, reason: str | None) -> None:
+        """A dropped connection that autossh is retrying: not running (with the reason) but not killed.
+
+        Its server is probed (one TCP connect per server per step, tunnels.worker.outage). A tunnel
+        still down ``RECONNECT_GRACE`` after its server answers again is restarted at once: autossh's
+        own back-off grows to AUTOSSH_POLL during a long outage. (Signalling autossh to retry is no
+        option: it dies of SIGHUP/SIGUSR1 while it sleeps between tries.)
+        """
+        words = f"reconnecting: {reason or 'the SSH connection dropped'}"
+        if tunnel.status != Status.STARTING or tunnel.last_error != words:
+            self._update(tunnel, status=Status.STARTING, last_error=words)
+        now = time.monotonic()
+        if not self.probes.answers(tunnel):
+            tracked.server_back = None
+            return
+        if tracked.server_back is None:
+            tracked.server_back = now
+        if now - tracked.server_back < RECONNECT_GRACE:
+            return
+        detail = f"{reason or 'the SSH connection dropped'}; not back {RECONNECT_GRACE:.0f} s after the server answered"
+        logger.info("tunnel %s (%s): restarted now: %s", tunnel.name, tunnel.uuid, detail)
+        self.stop(tunnel, tracked, ExitReason.CRASHED, detail, settle=False)
+        self.start(tunnel, restart=True)
+
+    def backoff_left(self, tunnel: Tunnel, remaining: float) -> float:
+        """Seconds of back-off left; none once the server a tunnel waits for answers again.
+
+        Probing (one TCP connect per server per step, shared by its tunnels) replaces waiting out
+        a back-off that grew during the outage: every tunnel of the server is retried at its first answer.
+        """
+        if remaining <= 0 or not outage.server_down(tunnel.last_error):
+            return remaining
+        if self.probes.returned(tunnel):
+            logger.info("tunnel %s (%s): its server answers again, retried now", tunnel.name, tunnel.uuid)
+            return 0.0
+        return remaining
+
+    def retry_at(self, tunnel: Tunnel, expiry: float) -> float:
+        """When a backing-off tunnel wants a pass: its expiry, or its server's next probe if sooner."""
+        if not outage.server_down(tunnel.last_error):
+            return expiry
+        return min(expiry, time.monotonic() + outage.PROBE_SECONDS)
 
     def _forward_up(self, tunnel: Tunnel, tracked: Tracked) -> bool:
         if not tracked.ssh_pids:
@@ -118,7 +168,7 @@ class Health:
             if not processes.holds_listener(tracked.ssh_pids, port, self.listening_table()):
                 return False
             return _accepts(host, port)
-        if "Authenticated to" not in tracked.seen:
+        if not authenticated_last(tracked.seen):
             return False
         now = time.monotonic()
         if tracked.authenticated_at is None:
@@ -131,6 +181,8 @@ class Health:
             exit_reason = ExitReason.CRASHED if tracked.healthy else ExitReason.FAILED
             self.stop(tunnel, tracked, exit_reason, reason, settle=False)
         failures = tunnel.consecutive_failures + 1
+        if outage.server_down(reason):
+            self.probes.failed(tunnel)
         if retries.gives_up(reason, failures):
             self._update(
                 tunnel,

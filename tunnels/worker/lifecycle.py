@@ -85,10 +85,10 @@ class Lifecycle:
             create_time=found.create_time,
             pgid=found.pgid,
             generation=found.generation if found.generation is not None else tunnel.running_generation,
-            offset=processes.read_log(tunnel.log_path, 0, 0)[1],
+            offset=0,
             ssh_pids=found.ssh_pids,
-            healthy=tunnel.status == Status.RUNNING and tunnel.pid == found.pid,
         )
+        self.read_back(tunnel, tracked)  # its state is read from its log and port, not assumed
         self.tracked[str(tunnel.uuid)] = tracked
         session_id = self._open_session_of(tunnel, found.pid)
         if session_id is None:
@@ -114,18 +114,19 @@ class Lifecycle:
             self._adoptable = {(t, pid): pk for t, pid, pk in rows.values_list("tunnel_id", "pid", "id")}
 
     def reap_exit(self, tunnel: Tunnel, tracked: Tracked, found: list[processes.Found]) -> Exit:
-        """The autossh process died: collect what it said, clear what it left, close its session."""
+        """The autossh process died: collect what it said, clear what it left, end its session."""
         text, tracked.offset = processes.read_log(tunnel.log_path, tracked.offset)
         failure = self._explain(tunnel, tracked.seen + text) if (text or tracked.seen) else None
-        code = tracked.popen.returncode if tracked.popen is not None else None
-        detail = failure[0] if failure else (f"exit status {code}" if code is not None else "the process disappeared")
+        detail = failure[0] if failure else self.exit_words(tracked)
         # A killed autossh leaves its ssh child behind, still holding the port.
         self._stop_found([f for f in found if f.orphan], "ssh left behind by a dead autossh")
         processes.stop_group(tracked.pgid, tracked.pids(), tracked.popen, reap_orphans=self.reap_orphans)
-        self._close_session(tracked, ExitReason.CRASHED if tracked.healthy else ExitReason.FAILED, detail)
+        ran = tracked.healthy or tracked.reconnecting is not None  # a reconnecting tunnel had been running
+        # Written after the restart (with the time of the exit): database trouble must not lengthen the outage.
+        self._defer_close(tracked, ExitReason.CRASHED if ran else ExitReason.FAILED, detail)
         self.tracked.pop(str(tunnel.uuid), None)
         logger.info("tunnel %s (%s) pid %s exited: %s", tunnel.name, tunnel.uuid, tracked.pid, detail)
-        return Exit(detail=detail, needs_user=failure[1] if failure else False, was_healthy=tracked.healthy)
+        return Exit(detail=detail, needs_user=failure[1] if failure else False, was_healthy=ran)
 
     def disable(self, tunnel: Tunnel, message: str) -> None:
         """Exited with auto restart off: stopped, with the reason, and desired stopped too."""

@@ -28,6 +28,7 @@ import logging
 import time
 
 from django.conf import settings
+from django.db import DatabaseError
 from django.db.models import Q
 from django.utils import timezone
 
@@ -35,6 +36,7 @@ from tunnels import processes, services
 from tunnels.agent import Agent
 from tunnels.models import Desired, Status, Tunnel
 from tunnels.preflight_runner import PreflightRunner
+from tunnels.worker import outage
 from tunnels.worker.acting import Acting, Step
 from tunnels.worker.bookkeeping import Bookkeeping
 from tunnels.worker.decide import Action, decide
@@ -79,6 +81,12 @@ class Reconciler(Bookkeeping, Acting, Lifecycle, Stopping, Health, Resources):
         self._stopping: list[PendingStop] = []
         self._adoptable: dict[tuple[int, int], object] | None = None  # open sessions by (tunnel, pid), per full pass
         self._last_pass = 0.0
+        # Health and history under faults (tunnels.worker.health, .bookkeeping, .resources, .outage).
+        self.probes = outage.Probes()
+        self.unclosed: dict = {}  # session ends not written yet (database trouble), retried every pass
+        self.node_problems: dict = {}  # node-level problems ("disk full: data dir") and when each began
+        self._problems_changed = False
+        self._next_log_check = 0.0
         self._begin_pass()
 
     # --- the pass ---------------------------------------------------------
@@ -152,6 +160,7 @@ class Reconciler(Bookkeeping, Acting, Lifecycle, Stopping, Health, Resources):
             if sync_keys:
                 self._sync_agent(tunnels)
                 self._bound_logs(tunnels)
+                self._repair_history(tunnels)
         finally:
             self._end_pass()
 
@@ -180,6 +189,7 @@ class Reconciler(Bookkeeping, Acting, Lifecycle, Stopping, Health, Resources):
     def _end_pass(self) -> None:
         self.finish_stops()
         self._adoptable = None
+        self.flush_closes()  # history after the restarts (tunnels.worker.bookkeeping)
         self._last_pass = time.monotonic()
 
     def listening_table(self) -> dict[int, set[int]]:
@@ -204,7 +214,7 @@ class Reconciler(Bookkeeping, Acting, Lifecycle, Stopping, Health, Resources):
         waiting = tunnel.desired_state == Desired.RUNNING and key not in self.tracked and tunnel.node == self.node
         if waiting and tunnel.backoff_until:
             remaining = (tunnel.backoff_until - timezone.now()).total_seconds()
-            self._due[tunnel.pk] = time.monotonic() + max(0.0, remaining)
+            self._due[tunnel.pk] = self.retry_at(tunnel, time.monotonic() + max(0.0, remaining))
         else:
             self._due.pop(tunnel.pk, None)
         if not waiting:
@@ -232,11 +242,13 @@ class Reconciler(Bookkeeping, Acting, Lifecycle, Stopping, Health, Resources):
         try:
             if self.reconcile_tunnel(tunnel, step):
                 handled.add(key)
+        except DatabaseError:
+            raise  # the node's trouble, not the tunnel's: never its last_error (the loop backs off)
         except Exception as exc:  # one bad tunnel must not stop the others
             logger.exception("tunnel %s: unexpected error", key)
             if tunnel.node == self.node:
                 handled.add(key)
-                self._record_error(tunnel, f"worker error: {exc.__class__.__name__}: {exc}")
+                self._record_error(tunnel, f"worker error: {exc.__class__.__name__}: {exc}", exc)
                 self._schedule(tunnel)
 
     def reconcile_tunnel(self, tunnel: Tunnel, found: Step | list[processes.Found], *, read_logs: bool = True) -> bool:

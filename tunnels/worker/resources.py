@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
+import os
+import shutil
 import subprocess
+import time
+from pathlib import Path
+
+from django.conf import settings
 
 from tunnels import hostkeys, logfiles
 from tunnels.agent import AgentError
@@ -12,6 +20,21 @@ from tunnels.worker.decide import precondition_error
 from tunnels.worker.health import explain
 
 logger = logging.getLogger("tunnelsite.worker")
+
+
+# The node-level error (WorkerNode.error) while the data dir has no space left.
+DISK_FULL = "disk full: data dir"
+# Running logs are held to LOG_MAX_BYTES this often; the per-user cap stays at the resync.
+LOG_CHECK_SECONDS = 1.0
+# A full disk counts as resolved once this much is free again.
+FREE_AGAIN_BYTES = 64 * 1024
+
+
+def _free_bytes() -> int:
+    try:
+        return shutil.disk_usage(settings.DATA_DIR).free
+    except OSError:
+        return 0
 
 
 class Resources:
@@ -44,11 +67,42 @@ class Resources:
             by_owner.setdefault(owner_id, []).append(logfiles.path_for(uuid))
         try:
             emptied = logfiles.bound(running, by_owner)
-        except OSError:
-            logger.exception("could not rotate the tunnel logs")
+        except OSError as exc:
+            self.disk_trouble(exc, "could not rotate the tunnel logs")
             return
         for path in emptied & running.keys():
             running[path].offset = 0  # read what the process writes from now on
+
+    def _tend(self) -> None:
+        """Every ``LOG_CHECK_SECONDS``, not only at the resync (and without the database): hold each
+        running log to LOG_MAX_BYTES (one stat per running tunnel), so a noisy tunnel cannot fill the
+        disk between resyncs, and notice running tunnels whose connection dropped (tunnels.worker.health)."""
+        now = time.monotonic()
+        if now < self._next_log_check:
+            return
+        self._next_log_check = now + LOG_CHECK_SECONDS
+        self.watch_connections()
+        for key, tracked in self.tracked.items():
+            path = logfiles.path_for(key)
+            try:
+                if logfiles.rotate(path):
+                    tracked.offset = 0
+            except OSError as exc:
+                self.disk_trouble(exc, f"could not rotate {path.name}", path)
+        if DISK_FULL in self.node_problems and _free_bytes() >= FREE_AGAIN_BYTES:
+            self.node_problem(DISK_FULL, False)
+
+    def disk_trouble(self, exc: OSError, what: str, log: Path | None = None) -> None:
+        """A write in the data dir failed. A full disk is the node's problem (WorkerNode.error); a log
+        that could not be copied aside is emptied rather than left to grow."""
+        if exc.errno != errno.ENOSPC:
+            logger.warning("%s: %s", what, exc)
+            return
+        self.node_problem(DISK_FULL, True)
+        if log is not None:
+            with contextlib.suppress(OSError):
+                logfiles.unlink(logfiles.rotation(log, 1))  # a partial copy: free its space
+                os.truncate(log, 0)
 
     # --- host keys (tunnels.hostkeys) -----------------------------------------
 

@@ -31,7 +31,10 @@ class Tracked:
     first_check: float | None = None
     authenticated_at: float | None = None
     ssh_pids: list[int] = field(default_factory=list)
-    seen: str = ""  # recent log text, for the -R "Authenticated to" check
+    seen: str = ""  # log text of the current connection, for the -R "Authenticated to" check
+    connection: tuple[int, ...] | None = None  # the ssh pids of the connection last seen working
+    reconnecting: float | None = None  # when a drop of a working connection was noticed (monotonic)
+    server_back: float | None = None  # when the server of a reconnecting tunnel first answered again
 
     def alive(self) -> bool:
         if self.popen is not None:
