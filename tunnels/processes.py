@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -259,9 +260,7 @@ def _wait_gone(groups: list[Group], seconds: float, reap_orphans: bool) -> list[
     left = list(groups)
     while left:
         for group in left:
-            _reap_listed(group.popen, group.pids, False)
-        if reap_orphans:
-            reap(orphans=True)
+            _reap_listed(group.popen, group.pids, False)  # unlisted orphans: the worker loop, on SIGCHLD
         left = [g for g in left if any(same_process(pid, ctime) for pid, ctime in g.pids)]
         if not left or time.monotonic() >= deadline:
             break
@@ -285,7 +284,11 @@ def _killpg(pgid: int, sig: int) -> None:
 
 
 def _reap_listed(popen: subprocess.Popen | None, pids: list[tuple[int, float | None]], orphans: bool) -> None:
-    """Reap the processes being stopped if they are our children (only those: never steal others' statuses)."""
+    """Reap the processes being stopped if they are our children (only those: never steal others' statuses).
+
+    ``orphans`` is kept for callers; unlisted orphans are reaped by the worker loop on SIGCHLD
+    (``reap_orphans``), not here every 20 ms of a stop.
+    """
     if popen is not None:
         popen.poll()
     for pid, _ in pids:
@@ -293,21 +296,67 @@ def _reap_listed(popen: subprocess.Popen | None, pids: list[tuple[int, float | N
             continue
         with contextlib.suppress(ChildProcessError, OSError):
             os.waitpid(pid, os.WNOHANG)
-    if orphans:
-        reap(orphans=True)
 
 
-def reap(popen: subprocess.Popen | None = None, *, orphans: bool = False) -> None:
-    """Collect exit statuses: of ``popen`` and (in the worker) of orphaned ssh re-parented to it."""
+def reap(popen: subprocess.Popen | None = None, *, orphans: bool = False) -> dict[int, int]:
+    """Collect exit statuses: of ``popen`` and (in the worker) of orphans re-parented to it."""
     if popen is not None:
         popen.poll()
-    while orphans:
+    return reap_orphans() if orphans else {}
+
+
+def reap_orphans(skip: Collection[int] = ()) -> dict[int, int]:
+    """Reap zombie children that were re-parented to this process; returns pid -> raw wait status.
+
+    Never ``waitpid(-1)``: that takes the status of a child a ``Popen`` (or a thread's
+    ``subprocess.run``) waits for, which then reads "exit status 0" whatever happened.
+    Every child this process starts leads its own session or shares ours; a child in
+    any other session was started by someone else and re-parented here (we are a
+    child subreaper), e.g. the ssh of a killed autossh. ``skip``: pids reaped elsewhere.
+    """
+    own_session = os.getsid(0)
+    reaped: dict[int, int] = {}
+    for pid in _children():
+        if pid in skip:
+            continue
+        stat = _state_and_session(pid)
+        if stat is None or stat[0] != "Z" or stat[1] in (pid, own_session):
+            continue
         try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
+            got, status = os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
-            return
-        if pid == 0:
-            return
+            continue
+        if got == pid:
+            reaped[pid] = status
+    return reaped
+
+
+def _children() -> list[int]:
+    """This process's children (every thread's: a re-parented orphan may hang under any of them)."""
+    pids: list[int] = []
+    try:
+        for tid in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{tid}/children") as handle:
+                pids.extend(int(pid) for pid in handle.read().split())
+    except FileNotFoundError:  # a thread ended meanwhile, or a kernel without CONFIG_PROC_CHILDREN
+        return [child.pid for child in psutil.Process().children()]
+    except OSError:
+        return []
+    return pids
+
+
+def _state_and_session(pid: int) -> tuple[str, int] | None:
+    """A process's state letter and session id from /proc (a zombie keeps both)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            text = handle.read().decode("ascii", "replace")
+    except OSError:
+        return None
+    fields = text[text.rfind(")") + 2 :].split()  # the name may hold spaces and parentheses
+    try:
+        return fields[0], int(fields[3])  # state, ppid, pgrp, session
+    except (IndexError, ValueError):
+        return None
 
 
 def become_subreaper(enable: bool = True) -> None:

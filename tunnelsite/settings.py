@@ -233,6 +233,9 @@ NODE_NAME = env_str("TUNNELSITE_NODE", socket.gethostname())
 WORKER_LEASE_SECONDS = env_int("TUNNELSITE_WORKER_LEASE", 15, minimum=2)
 WORKER_INTERVAL = env_float("TUNNELSITE_WORKER_INTERVAL", 0.25, minimum=0.01)
 WORKER_RESYNC_SECONDS = env_int("TUNNELSITE_WORKER_RESYNC", 10, minimum=1)
+# With change notifications working (PostgreSQL NOTIFY, or the web poking the worker on SQLite), the
+# change marker is still read this often, in case one got lost (tunnels.worker.wake).
+WORKER_FALLBACK_POLL = env_float("TUNNELSITE_WORKER_FALLBACK_POLL", 2.0, minimum=0.01)
 # A failing tunnel is retried after BASE, 2*BASE, 4*BASE ... seconds, at most MAX.
 WORKER_BACKOFF_BASE = env_float("TUNNELSITE_WORKER_BACKOFF_BASE", 1.0, minimum=0.05)
 WORKER_BACKOFF_MAX = env_float("TUNNELSITE_WORKER_BACKOFF_MAX", 60.0, minimum=0.1)

@@ -12,6 +12,7 @@ from tunnels.models import (
     ChangeMarker,
 )
 from tunnels.validation import TunnelDataError
+from tunnels.worker.wake import notify_change
 from tunnelsite.errors import InvalidInput, ServiceError
 
 MARKER = "tunnels"
@@ -63,10 +64,12 @@ SYSTEM = Actor(user=None)
 
 
 def bump_marker() -> None:
-    """Tell the workers the desired state changed (they poll this row)."""
+    """Tell the workers the desired state changed: the marker row, and a wake-up once the change commits
+    (NOTIFY on PostgreSQL, a datagram to the workers' sockets on SQLite; tunnels.worker.wake)."""
     updated = ChangeMarker.objects.filter(name=MARKER).update(value=F("value") + 1, changed_at=timezone.now())
     if not updated:
         ChangeMarker.objects.get_or_create(name=MARKER, defaults={"value": 1})
+    notify_change()
 
 
 def marker_value() -> int:

@@ -58,6 +58,7 @@ class Lifecycle:
             popen=popen,
         )
         self.tracked[str(tunnel.uuid)] = tracked
+        self.watch_tracked(tracked)
         now = timezone.now()
         values = dict(
             status=Status.STARTING,
@@ -90,6 +91,7 @@ class Lifecycle:
         )
         self.read_back(tunnel, tracked)  # its state is read from its log and port, not assumed
         self.tracked[str(tunnel.uuid)] = tracked
+        self.watch_tracked(tracked)
         session_id = self._open_session_of(tunnel, found.pid)
         if session_id is None:
             session_id = self._open_session(tunnel, found.pid, timezone.now()).id
@@ -121,6 +123,7 @@ class Lifecycle:
         # A killed autossh leaves its ssh child behind, still holding the port.
         self._stop_found([f for f in found if f.orphan], "ssh left behind by a dead autossh")
         processes.stop_group(tracked.pgid, tracked.pids(), tracked.popen, reap_orphans=self.reap_orphans)
+        self.unwatch_tracked(tracked)
         ran = tracked.healthy or tracked.reconnecting is not None  # a reconnecting tunnel had been running
         # Written after the restart (with the time of the exit): database trouble must not lengthen the outage.
         self._defer_close(tracked, ExitReason.CRASHED if ran else ExitReason.FAILED, detail)
@@ -149,6 +152,7 @@ class Lifecycle:
     ) -> None:
         key = str(tunnel.uuid)
         processes.stop_group(tracked.pgid, tracked.pids(), tracked.popen, reap_orphans=self.reap_orphans)
+        self.unwatch_tracked(tracked)
         self.tracked.pop(key, None)
         self._close_session(tracked, reason, detail, ended_by=ended_by)
         logger.info("stopped tunnel %s (%s) pid %s: %s", tunnel.name, key, tracked.pid, reason)

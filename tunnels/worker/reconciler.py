@@ -40,6 +40,7 @@ from tunnels.worker import outage
 from tunnels.worker.acting import Acting, Step
 from tunnels.worker.bookkeeping import Bookkeeping
 from tunnels.worker.decide import Action, decide
+from tunnels.worker.exits import ExitEvents, ExitWatch
 from tunnels.worker.health import Health
 from tunnels.worker.lifecycle import Lifecycle
 from tunnels.worker.resources import Resources
@@ -57,13 +58,15 @@ MAX_STEPS = 8
 RELATED = ("owner", "desired_by_token", "ssh_key")
 
 
-class Reconciler(Bookkeeping, Acting, Lifecycle, Stopping, Health, Resources):
+class Reconciler(ExitEvents, Bookkeeping, Acting, Lifecycle, Stopping, Health, Resources):
     def __init__(self, node: str | None = None, *, reap_orphans: bool = False) -> None:
         self.node = node or settings.NODE_NAME
         self.reap_orphans = reap_orphans
         self.scanner = processes.Scanner()
         self.tracked: dict[str, Tracked] = {}
+        self.exits = ExitWatch()  # pidfds of the processes it runs (tunnels.worker.exits)
         self._marker: int | None = None
+        self.check_marker = True  # the loop clears it between notifications (tunnels.worker.wake)
         self._next_resync = 0.0
         self._next_heartbeat = 0.0
         self._wake_at: float | None = None
@@ -94,10 +97,9 @@ class Reconciler(Bookkeeping, Acting, Lifecycle, Stopping, Health, Resources):
     def reconcile_once(self, *, full: bool = False) -> bool:
         """One pass; returns True when it was a full pass. (The loop closes stale connections first.)"""
         self.heartbeat()
-        marker = services.marker_value()
+        marker = services.marker_value() if self.check_marker else self._marker
         now = time.monotonic()
-        if self.reap_orphans:
-            processes.reap(orphans=True)
+        self.collect_exits()  # exit events (pidfds): no poll of every process
         moved = marker != self._marker
         resync = now >= self._next_resync
         lapsed = self._peer_expiry is not None and now >= self._peer_expiry
@@ -110,6 +112,7 @@ class Reconciler(Bookkeeping, Acting, Lifecycle, Stopping, Health, Resources):
             ids = self._attention(now)
             if ids:
                 self.busy_pass(ids)
+        self.exits_handled()
         if moved or resync or self.preflights.wants_pass:
             self._poll_preflights()
         return full or moved or resync or lapsed
@@ -201,7 +204,9 @@ class Reconciler(Bookkeeping, Acting, Lifecycle, Stopping, Health, Resources):
     # --- what needs attention -------------------------------------------------
 
     def _attention(self, now: float) -> set[int]:
-        ids = {tr.tunnel_id for tr in self.tracked.values() if not tr.healthy or not tr.alive()}
+        ids = {tr.tunnel_id for tr in self.tracked.values() if not tr.healthy}
+        if self.exited:  # an autossh or one of its ssh exited (tunnels.worker.exits)
+            ids.update(tr.tunnel_id for tr in self.tracked.values() if not self.exited.keys().isdisjoint(tr.watched()))
         ids.update(pk for pk, when in self._due.items() if when <= now)
         if self._queued:  # the first in the queue, as many as may start now
             free = min(settings.WORKER_START_BATCH, settings.WORKER_MAX_STARTUPS - self._count_authenticating())
@@ -258,6 +263,7 @@ class Reconciler(Bookkeeping, Acting, Lifecycle, Stopping, Health, Resources):
         if tracked is not None and step.found:
             mine = next((f for f in step.found if not f.orphan and f.pid == tracked.pid), None)
             tracked.ssh_pids = mine.ssh_pids if mine else []
+            self.watch_tracked(tracked)
         for _ in range(MAX_STEPS):
             decision = decide(self.view(tunnel, step))
             if decision.action is not Action.CHECK:

@@ -58,6 +58,7 @@ class Stopping:
         """Stop now and wait (the caller needs the port or the slot at once)."""
         key = str(tunnel.uuid)
         processes.stop_group(tracked.pgid, tracked.pids(), tracked.popen, reap_orphans=self.reap_orphans)
+        self.unwatch_tracked(tracked)
         self.tracked.pop(key, None)
         self._close_session(tracked, reason, detail, ended_by=ended_by)
         logger.info("stopped tunnel %s (%s) pid %s: %s", tunnel.name, key, tracked.pid, reason)
@@ -67,6 +68,7 @@ class Stopping:
     def stop_later(self, key: str, tunnel: Tunnel | None, tracked: Tracked, reason: str, detail: str, **how) -> None:
         """Signal now; wait with the others of this batch (``finish_stops``)."""
         self.tracked.pop(key, None)
+        self.unwatch_tracked(tracked)  # its exit is awaited here, not reported as an event
         item = PendingStop(key, tracked, tunnel, reason, detail, **how)
         processes.terminate_groups([item.group])
         self._stopping.append(item)

@@ -46,5 +46,9 @@ class Tracked:
         """Spawned, not yet through ssh authentication (what an SSH server's MaxStartups counts)."""
         return not self.healthy and AUTHENTICATED not in self.seen
 
+    def watched(self) -> list[int]:
+        """The pids whose exit concerns this tunnel: its autossh and its ssh children."""
+        return [self.pid, *self.ssh_pids]
+
     def pids(self) -> list[tuple[int, float | None]]:
         return [(self.pid, self.create_time), *((pid, None) for pid in self.ssh_pids)]

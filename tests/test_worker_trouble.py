@@ -1,0 +1,86 @@
+"""Database trouble: the worker backs off, says so once per state change, and notes it on its node row.
+
+A real worker against a throw-away PostgreSQL cluster that is stopped and started
+again (tests/pgcluster.py), and against the test's SQLite database locked by a
+second connection.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+from django.db import connection
+
+from tests.pgcluster import pg_cluster  # noqa: F401 - a fixture
+from tests.procs import kill_group, spawn, wait_for
+from tests.worker_fixtures import MANAGE, WORKER_TEST_ENV
+from tunnels.models import WorkerNode
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def trouble_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if "database" in line or "Traceback" in line or "failed" in line]
+
+
+def test_postgresql_away_is_one_line_each_way_and_a_note_on_the_node(pg_cluster, tmp_path):  # noqa: F811
+    pg_cluster.createdb("tunnelsite")
+    env = {
+        **os.environ,
+        **WORKER_TEST_ENV,
+        "DATABASE_URL": pg_cluster.url(),
+        "TUNNELSITE_DATA_DIR": str(tmp_path / "data"),
+        "SECRET_KEY": "x" * 40,
+        "PYTHONUNBUFFERED": "1",
+    }
+    subprocess.run([sys.executable, str(MANAGE), "migrate", "-v0"], env=env, check=True, timeout=120)
+    log = tmp_path / "worker.log"
+    worker = spawn([sys.executable, str(MANAGE), "tunnel_worker", "--node", "pg-away"], log, env=env)
+    try:
+        with psycopg.connect(pg_cluster.url(), autocommit=True) as db:
+            wait_for(lambda: db.execute("select 1 from tunnels_workernode").fetchone(), timeout=30, message="beat")
+        pg_cluster.stop()
+        away = 8.0
+        time.sleep(away)
+        during = trouble_lines(log.read_text())
+        pg_cluster.start()
+        wait_for(lambda: "database reachable again" in log.read_text(), timeout=30, message="recovery logged")
+
+        assert worker.poll() is None
+        assert len([line for line in during if "database unreachable:" in line]) == 1
+        assert "Traceback" not in log.read_text()
+        assert len(trouble_lines(log.read_text())) <= 4, log.read_text()  # not a line per pass
+        with psycopg.connect(pg_cluster.url(), autocommit=True) as db:
+            error, since = db.execute("select error, error_since from tunnels_workernode").fetchone()
+        assert error.startswith("database unreachable for ") and since is not None
+    finally:
+        kill_group(worker, grace=5)
+        print(log.read_text()[-5000:])
+
+
+@pytest.mark.skipif("connection.vendor != 'sqlite'", reason="a SQLite lock")
+def test_a_locked_sqlite_database_is_reported_once_and_noted_after(worker, transactional_db):
+    path = Path(connection.settings_dict["NAME"]).resolve()
+    wait_for(lambda: WorkerNode.objects.filter(name=worker.node).exists(), message="first beat")
+    lock = sqlite3.connect(path, timeout=5, isolation_level=None)
+    try:
+        lock.execute("BEGIN IMMEDIATE")  # the write lock: the worker's heartbeat waits out busy_timeout, then fails
+        wait_for(lambda: "database locked:" in worker.log_text(), timeout=30, message="the lock noticed")
+        time.sleep(1.0)
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    wait_for(lambda: "database reachable again" in worker.log_text(), timeout=30, message="recovery logged")
+
+    text = worker.log_text()
+    assert "Traceback" not in text
+    assert len([line for line in text.splitlines() if "database locked:" in line]) == 1
+    node = WorkerNode.objects.get(name=worker.node)
+    assert node.error.startswith("database locked for ") and node.error_since is not None
