@@ -121,6 +121,8 @@ class Reconciler(ExitEvents, Bookkeeping, Acting, Lifecycle, Stopping, Health, R
         # Requests bump the marker, so tests are looked for only when it moved (and at resync).
         try:
             self.preflights.poll()
+        except DatabaseError:
+            raise  # database trouble: the loop backs off and says so once (tunnels.worker.trouble)
         except Exception:  # connection tests must never stop the tunnels
             logger.exception("connection tests: unexpected error")
 
