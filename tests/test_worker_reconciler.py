@@ -95,6 +95,35 @@ def test_claim_is_compare_and_swap(owner):
     assert Tunnel.objects.get(pk=tunnel.pk).node == "node-a"
 
 
+def test_a_claimed_tunnel_of_a_lost_node_is_starting_until_it_runs_here(owner, settings):
+    """Its start may wait for a slot: until then the row must not keep saying the lost node's 'running'."""
+    settings.WORKER_START_BATCH = 0  # no start slot in this pass: the claimed tunnel is queued
+    owner.is_staff = True  # the server's key: no key of its own needed to start
+    owner.save(update_fields=["is_staff"])
+    stale = timezone.now() - timedelta(seconds=settings.WORKER_LEASE_SECONDS + 1)
+    WorkerNode.objects.create(name="node-b", last_seen=stale)
+    tunnel = make_tunnel(owner)
+    Tunnel.objects.filter(pk=tunnel.pk).update(
+        node="node-b", desired_state=Desired.RUNNING, status=Status.RUNNING, pid=4242
+    )
+
+    Reconciler("node-a").reconcile_once(full=True)
+
+    tunnel.refresh_from_db()
+    assert (tunnel.node, tunnel.status, tunnel.pid) == ("node-a", Status.STARTING, None)
+
+
+def test_a_claim_keeps_running_when_the_process_runs_here_to_be_adopted(owner):
+    tunnel = make_tunnel(owner)
+    Tunnel.objects.filter(pk=tunnel.pk).update(node="node-b", status=Status.RUNNING, pid=4242)
+    tunnel.refresh_from_db()
+
+    assert Reconciler("node-a").claim(tunnel, process_here=True)
+
+    tunnel.refresh_from_db()
+    assert (tunnel.node, tunnel.status, tunnel.pid) == ("node-a", Status.RUNNING, 4242)
+
+
 def test_stopped_tunnel_is_settled_and_released(owner):
     tunnel = make_tunnel(owner)
     Tunnel.objects.filter(pk=tunnel.pk).update(

@@ -79,7 +79,7 @@ class Acting:
     # --- ownership and processes found ---------------------------------------
 
     def _do_claim(self, tunnel: Tunnel, decision: Decision, step: Step) -> bool:
-        step.lost = not self.claim(tunnel)
+        step.lost = not self.claim(tunnel, process_here=any(not f.orphan for f in step.found))
         return not step.lost
 
     def _do_leave(self, tunnel: Tunnel, decision: Decision, step: Step) -> bool:

@@ -106,12 +106,20 @@ class Bookkeeping:
 
     # --- claiming -----------------------------------------------------------
 
-    def claim(self, tunnel: Tunnel) -> bool:
-        """Compare-and-swap the tunnel's node to ours; False if another node got there first."""
+    def claim(self, tunnel: Tunnel, *, process_here: bool = False) -> bool:
+        """Compare-and-swap the tunnel's node to ours; False if another node got there first.
+
+        A tunnel the lost node ran says ``running`` until we start it (a start may wait for a slot):
+        unless its process runs on this host (to be adopted), it is ``starting`` from the claim on.
+        """
         previous = tunnel.node
-        if Tunnel.objects.filter(pk=tunnel.pk, node=previous).update(node=self.node) != 1:
+        values: dict = {"node": self.node}
+        if not process_here and tunnel.status == Status.RUNNING:
+            values.update(status=Status.STARTING, status_changed_at=timezone.now(), pid=None, process_create_time=None)
+        if Tunnel.objects.filter(pk=tunnel.pk, node=previous).update(**values) != 1:
             return False
-        tunnel.node = self.node
+        for name, value in values.items():
+            setattr(tunnel, name, value)
         logger.info("claimed tunnel %s (%s) from %s", tunnel.name, tunnel.uuid, previous or "no node")
         return True
 

@@ -133,11 +133,17 @@ class Lifecycle:
 
     def disable(self, tunnel: Tunnel, message: str) -> None:
         """Exited with auto restart off: stopped, with the reason, and desired stopped too."""
-        self._update(tunnel, status=Status.STOPPED, pid=None, process_create_time=None, last_error=message)
-        Tunnel.objects.filter(pk=tunnel.pk, node=self.node).update(
-            desired_state=Desired.STOPPED, desired_changed_at=timezone.now(), desired_by=None
+        # One write: a reader never sees the tunnel stopped but still wanted (or the other way round).
+        self._update(
+            tunnel,
+            status=Status.STOPPED,
+            pid=None,
+            process_create_time=None,
+            last_error=message,
+            desired_state=Desired.STOPPED,
+            desired_changed_at=timezone.now(),
+            desired_by=None,
         )
-        tunnel.desired_state = Desired.STOPPED
 
     def stop(
         self,
