@@ -138,7 +138,6 @@ def test_kill_9_leaves_exactly_one_open_session(worker, sshd, owner_key, target_
     assert TunnelSession.objects.get(tunnel_uuid=tunnel.uuid, ended_at=None).pid != old
 
 
-@pytest.mark.xfail(reason="the loop's waitpid(-1) takes autossh's status first until exits are reaped per pid")
 def test_kill_9_is_recorded_as_killed_by_sigkill(worker, sshd, owner_key, target_server):
     tunnel = wait_status(create(owner_key, sshd_tunnel_data(sshd, remote_port=str(target_server.port))), "running")
 

@@ -1,0 +1,113 @@
+"""Finding tunnel processes again: one psutil pass, markers read once per process."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+from django.conf import settings
+
+from tunnels.ssh import DATA_DIR_ENV, GENERATION_ENV, MARKER_ENV, NODE_ENV
+
+TUNNEL_NAMES = ("autossh", "ssh")
+
+
+@dataclass
+class Found:
+    """One live tunnel process group as seen by ``scan``."""
+
+    uuid: str
+    pid: int  # autossh, or an ssh left behind by a killed autossh (then ``orphan``)
+    create_time: float
+    pgid: int
+    node: str = ""
+    generation: int | None = None
+    orphan: bool = False
+    ssh_pids: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Marker:
+    uuid: str
+    data_dir: str
+    node: str
+    generation: int | None
+
+
+class Scanner:
+    """Finds tunnel processes of one data dir; remembers what it read per (pid, create time).
+
+    A process's environment never changes, so it is read once per process,
+    not once per pass.
+    """
+
+    def __init__(self, data_dir: Path | str | None = None) -> None:
+        self.data_dir = str(data_dir or settings.DATA_DIR)
+        self._markers: dict[tuple[int, float], Marker | None] = {}
+
+    def scan(self) -> dict[str, list[Found]]:
+        rows = []
+        for proc in psutil.process_iter(["pid", "ppid", "name", "create_time", "status"]):
+            info = proc.info
+            if info["name"] in TUNNEL_NAMES and info["status"] != psutil.STATUS_ZOMBIE:
+                rows.append(info)
+        seen = set()
+        marked: dict[int, tuple[dict, Marker]] = {}
+        for info in rows:
+            key = (info["pid"], info["create_time"])
+            seen.add(key)
+            if key not in self._markers:
+                self._markers[key] = _read_marker(info["pid"])
+            marker = self._markers[key]
+            if marker is not None and marker.data_dir == self.data_dir:
+                marked[info["pid"]] = (info, marker)
+        # Forget processes that are gone, so the cache stays as small as the process table.
+        self._markers = {k: v for k, v in self._markers.items() if k in seen}
+        return _group(marked)
+
+
+def _read_marker(pid: int) -> Marker | None:
+    try:
+        env = psutil.Process(pid).environ()
+    except (psutil.Error, OSError):
+        return None
+    uuid = env.get(MARKER_ENV)
+    if not uuid:
+        return None
+    generation = env.get(GENERATION_ENV)
+    return Marker(
+        uuid=uuid,
+        data_dir=env.get(DATA_DIR_ENV, ""),
+        node=env.get(NODE_ENV, ""),
+        generation=int(generation) if generation and generation.isdigit() else None,
+    )
+
+
+def _group(marked: dict[int, tuple[dict, Marker]]) -> dict[str, list[Found]]:
+    """autossh processes with their ssh children; an ssh without a marked parent is an orphan."""
+    result: dict[str, list[Found]] = {}
+    by_pid: dict[int, Found] = {}
+    for pid, (info, marker) in marked.items():
+        if info["name"] == "autossh":
+            found = Found(marker.uuid, pid, info["create_time"], _pgid(pid), marker.node, marker.generation)
+            by_pid[pid] = found
+            result.setdefault(marker.uuid, []).append(found)
+    for pid, (info, marker) in marked.items():
+        if info["name"] != "ssh":
+            continue
+        parent = by_pid.get(info["ppid"])
+        if parent is not None:
+            parent.ssh_pids.append(pid)
+        else:
+            found = Found(marker.uuid, pid, info["create_time"], _pgid(pid), marker.node, marker.generation, True)
+            result.setdefault(marker.uuid, []).append(found)
+    return result
+
+
+def _pgid(pid: int) -> int:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return pid
