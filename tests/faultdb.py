@@ -55,6 +55,14 @@ class Cluster:
         self.data = self.dir / "data"
         self.url = f"postgres://postgres@127.0.0.1:{self.port}/postgres"
 
+    def url_for(self, dbname: str) -> str:
+        return f"postgres://postgres@127.0.0.1:{self.port}/{dbname}"
+
+    def createdb(self, name: str) -> str:
+        """Create database ``name`` in this cluster; returns its URL."""
+        self._run(str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", name)
+        return self.url_for(name)
+
     def _run(self, *argv: str) -> None:
         as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
         subprocess.run([*as_postgres, *argv], check=True, capture_output=True, timeout=60)

@@ -1,7 +1,7 @@
 """Database trouble: the worker backs off, says so once per state change, and notes it on its node row.
 
 A real worker against a throw-away PostgreSQL cluster that is stopped and started
-again (tests/pgcluster.py), and against the test's SQLite database locked by a
+again (tests/faultdb.py), and against the test's SQLite database locked by a
 second connection.
 """
 
@@ -18,7 +18,7 @@ import psycopg
 import pytest
 from django.db import connection
 
-from tests.pgcluster import pg_cluster  # noqa: F401 - a fixture
+from tests import faultdb
 from tests.procs import kill_group, spawn, wait_for
 from tests.worker_fixtures import MANAGE, WORKER_TEST_ENV
 from tunnels.models import WorkerNode
@@ -30,12 +30,20 @@ def trouble_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if "database" in line or "Traceback" in line or "failed" in line]
 
 
-def test_postgresql_away_is_one_line_each_way_and_a_note_on_the_node(pg_cluster, tmp_path):  # noqa: F811
-    pg_cluster.createdb("tunnelsite")
+@pytest.fixture
+def pg_cluster():
+    if faultdb.postgres_bin() is None:
+        pytest.skip("PostgreSQL server binaries are not installed")
+    with faultdb.cluster() as cluster:
+        yield cluster
+
+
+def test_postgresql_away_is_one_line_each_way_and_a_note_on_the_node(pg_cluster, tmp_path):
+    url = pg_cluster.createdb("tunnelsite")
     env = {
         **os.environ,
         **WORKER_TEST_ENV,
-        "DATABASE_URL": pg_cluster.url(),
+        "DATABASE_URL": url,
         "TUNNELSITE_DATA_DIR": str(tmp_path / "data"),
         "SECRET_KEY": "x" * 40,
         "PYTHONUNBUFFERED": "1",
@@ -44,7 +52,7 @@ def test_postgresql_away_is_one_line_each_way_and_a_note_on_the_node(pg_cluster,
     log = tmp_path / "worker.log"
     worker = spawn([sys.executable, str(MANAGE), "tunnel_worker", "--node", "pg-away"], log, env=env)
     try:
-        with psycopg.connect(pg_cluster.url(), autocommit=True) as db:
+        with psycopg.connect(url, autocommit=True) as db:
             wait_for(lambda: db.execute("select 1 from tunnels_workernode").fetchone(), timeout=30, message="beat")
         pg_cluster.stop()
         away = 8.0
@@ -58,7 +66,7 @@ def test_postgresql_away_is_one_line_each_way_and_a_note_on_the_node(pg_cluster,
         assert "Traceback" not in log.read_text()
         # Not a line per pass: one each way, plus the heartbeat's own note at the back-off's pace (0.25 s → 5 s).
         assert len(trouble_lines(log.read_text())) <= 9, log.read_text()
-        with psycopg.connect(pg_cluster.url(), autocommit=True) as db:
+        with psycopg.connect(url, autocommit=True) as db:
             error, since = db.execute("select error, error_since from tunnels_workernode").fetchone()
         assert error.startswith("database unreachable for ") and since is not None
     finally:

@@ -144,23 +144,3 @@ class Lifecycle:
             desired_changed_at=timezone.now(),
             desired_by=None,
         )
-
-    def stop(
-        self,
-        tunnel: Tunnel,
-        tracked: Tracked,
-        reason: str,
-        detail: str = "",
-        *,
-        ended_by=None,
-        record: bool = True,
-        settle: bool = True,
-    ) -> None:
-        key = str(tunnel.uuid)
-        processes.stop_group(tracked.pgid, tracked.pids(), tracked.popen, reap_orphans=self.reap_orphans)
-        self.unwatch_tracked(tracked)
-        self.tracked.pop(key, None)
-        self._close_session(tracked, reason, detail, ended_by=ended_by)
-        logger.info("stopped tunnel %s (%s) pid %s: %s", tunnel.name, key, tracked.pid, reason)
-        if record and settle:
-            self._update(tunnel, status=Status.STOPPED, pid=None, process_create_time=None)
