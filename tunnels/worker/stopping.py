@@ -84,11 +84,16 @@ class Stopping:
         for item in pending:
             name = item.tunnel.name if item.tunnel is not None else "-"
             logger.info("stopped tunnel %s (%s) pid %s: %s", name, item.key, item.tracked.pid, item.reason)
+        # Kept first, so that ends this batch cannot write are retried every pass (Bookkeeping.flush_closes).
+        for item in pending:
+            self._defer_close(item.tracked, item.reason, item.detail, ended_by=item.ended_by)
         # A few statements per batch rather than three per tunnel: a stop-all of a thousand is bound by these.
         with transaction.atomic():
             self._close_sessions(pending)
             self._record_stopped([item.tunnel for item in pending if item.tunnel is not None and item.record])
             self._settle_many([item.tunnel for item in pending if item.tunnel is not None and item.settle])
+        for item in pending:  # written (committed): nothing left to retry
+            self.unclosed.pop(item.tracked.session_id, None)
 
     def _close_sessions(self, pending: list[PendingStop]) -> None:
         """Bookkeeping._close_session for a batch: one update per distinct outcome."""
