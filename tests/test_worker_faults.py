@@ -259,12 +259,25 @@ def small_data_dir(tmp_path, settings):
 
 def fill(path: Path) -> Path:
     """Write zeros to ``path`` until the disk is full."""
-    with open(path, "wb") as handle:
+    with open(path, "wb", buffering=0) as handle:  # unbuffered: closing it has nothing left to write
         with contextlib.suppress(OSError):
             while True:
                 handle.write(b"\0" * 65536)
-                handle.flush()
     return path
+
+
+def test_a_data_dir_filled_by_another_file_is_reported_before_any_write_fails(small_data_dir, worker_factory):
+    from tunnels.models import WorkerNode
+
+    worker = worker_factory()
+    wait_for(lambda: WorkerNode.objects.filter(name=worker.node).exists(), message="first beat")
+    filler = fill(small_data_dir / "filler")  # nothing of the worker's fails: only the free space says so
+
+    node = wait_for(lambda: WorkerNode.objects.filter(name=worker.node, error="disk full: data dir").first())
+    assert node.error_since is not None
+
+    filler.unlink()
+    wait_for(lambda: WorkerNode.objects.filter(name=worker.node, error="").exists(), message="error cleared")
 
 
 def test_a_full_data_dir_is_the_nodes_error_and_clears_when_space_returns(

@@ -26,15 +26,15 @@ logger = logging.getLogger("tunnelsite.worker")
 DISK_FULL = "disk full: data dir"
 # Running logs are held to LOG_MAX_BYTES this often; the per-user cap stays at the resync.
 LOG_CHECK_SECONDS = 1.0
-# A full disk counts as resolved once this much is free again.
+# Less free space than this in the data dir is a full disk (and more is resolved).
 FREE_AGAIN_BYTES = 64 * 1024
 
 
-def _free_bytes() -> int:
+def _free_bytes() -> int | None:
     try:
         return shutil.disk_usage(settings.DATA_DIR).free
     except OSError:
-        return 0
+        return None  # no data dir to measure: nothing to say about its disk
 
 
 class Resources:
@@ -89,8 +89,11 @@ class Resources:
                     tracked.offset = 0
             except OSError as exc:
                 self.disk_trouble(exc, f"could not rotate {path.name}", path)
-        if DISK_FULL in self.node_problems and _free_bytes() >= FREE_AGAIN_BYTES:
-            self.node_problem(DISK_FULL, False)
+        # One statvfs: the disk may fill up from outside (another file, the database) while our
+        # own writes still fit, and the operator should hear of it before a tunnel fails on it.
+        free = _free_bytes()
+        if free is not None:
+            self.node_problem(DISK_FULL, free < FREE_AGAIN_BYTES)
 
     def disk_trouble(self, exc: OSError, what: str, log: Path | None = None) -> None:
         """A write in the data dir failed. A full disk is the node's problem (WorkerNode.error); a log
