@@ -192,6 +192,34 @@ def test_a_crash_during_a_write_lock_is_restarted_at_once_and_its_history_writte
     assert fetch(int(tunnel.local_port)) == target_server.greeting
 
 
+def test_a_second_crash_during_a_long_lock_is_restarted_without_waiting_out_the_lock(
+    worker, sshd, owner_key, target_server, settings
+):
+    """The first restart's writes fail (the lock); the worker must not sit in a write for the whole
+    busy timeout meanwhile, or the next crash waits for it."""
+    tunnel = wait_status(create(owner_key, sshd_tunnel_data(sshd, remote_port=str(target_server.port))), "running")
+    wait_for(lambda: "is running" in worker.log_text(), message="the worker's running line")
+    lock = sqlite3.connect(sqlite_path(), timeout=1, isolation_level=None)
+    lock.execute("BEGIN IMMEDIATE")
+    try:
+        os.killpg(tunnel.pid, signal.SIGKILL)
+        first = wait_for(lambda: new_autossh(settings.DATA_DIR, tunnel, tunnel.pid), timeout=8, message="restart")
+        time.sleep(2)  # its writes are failing now
+        os.killpg(first, signal.SIGKILL)
+        killed_at = time.monotonic()
+        wait_for(lambda: new_autossh(settings.DATA_DIR, tunnel, first), timeout=12, message="second restart")
+        second_after = time.monotonic() - killed_at
+        assert wait_fetch(int(tunnel.local_port), target_server.greeting, timeout=8)
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    assert second_after < 5, worker.log_text()  # not the 10 s busy timeout of a write in flight
+
+    wait_for(lambda: Tunnel.objects.filter(pk=tunnel.pk, status="running").exclude(pid=first).exists(), timeout=20)
+    tunnel.refresh_from_db()
+    assert open_sessions(tunnel) == 1
+
+
 # --- disk trouble ----------------------------------------------------------------------------------
 
 LOG_CAP = 8192

@@ -23,10 +23,15 @@ from tunnels.worker.exits import POLL_SECONDS
 from tunnels.worker.reconciler import Reconciler
 from tunnels.worker.trouble import Trouble
 from tunnels.worker.wake import Wake, Woken
+from tunnelsite.dblocks import lock_wait
 
 logger = logging.getLogger("tunnelsite.worker")
 # File descriptors a worker needs per tunnel: a pidfd for autossh and one for its ssh.
 FDS_PER_TUNNEL = 2
+# On SQLite, a pass's writes wait at most this long for another writer's lock (not the 10 s busy
+# timeout): a pass stuck behind a lock would hold up restarting a crashed tunnel; failing fast puts
+# the loop in database trouble, whose passes still spawn before they write.
+PASS_LOCK_WAIT = 1.0
 FDS_WANTED = 4096
 
 
@@ -80,7 +85,8 @@ class Loop:
                 reconciler.check_marker = woken.changed or now >= self._next_marker_poll
                 if reconciler.check_marker:
                     self._next_marker_poll = now + self.marker_poll()
-                reconciler.reconcile_once(full=full)
+                with lock_wait(PASS_LOCK_WAIT):
+                    reconciler.reconcile_once(full=full)
                 self.trouble.recovered()
             except Exception as exc:
                 self.trouble.failed(exc)
