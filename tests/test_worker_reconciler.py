@@ -12,7 +12,7 @@ from tests.factories import make_tunnel, tunnel_data
 from tests.worker_fixtures import make_key
 from tunnels import services
 from tunnels.agent import agent_processes
-from tunnels.models import Desired, Status, Tunnel, WorkerNode
+from tunnels.models import Desired, ExitReason, Status, Tunnel, TunnelSession, WorkerNode
 from tunnels.reconciler import INTERACTIVE_ERROR, Reconciler, explain
 from tunnels.ssh import NO_KEY_ERROR
 
@@ -106,11 +106,16 @@ def test_a_claimed_tunnel_of_a_lost_node_is_starting_until_it_runs_here(owner, s
     Tunnel.objects.filter(pk=tunnel.pk).update(
         node="node-b", desired_state=Desired.RUNNING, status=Status.RUNNING, pid=4242
     )
+    lost = TunnelSession.objects.create(
+        tunnel=tunnel, owner=owner, tunnel_uuid=tunnel.uuid, name=tunnel.name, node="node-b", pid=4242
+    )
 
     Reconciler("node-a").reconcile_once(full=True)
 
     tunnel.refresh_from_db()
     assert (tunnel.node, tunnel.status, tunnel.pid) == ("node-a", Status.STARTING, None)
+    lost.refresh_from_db()  # the lost node cannot end it: the claim does, so only one stays open
+    assert lost.ended_at is not None and lost.exit_reason == ExitReason.NODE_LOST
 
 
 def test_a_claim_keeps_running_when_the_process_runs_here_to_be_adopted(owner):

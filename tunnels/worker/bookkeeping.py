@@ -120,6 +120,13 @@ class Bookkeeping:
             return False
         for name, value in values.items():
             setattr(tunnel, name, value)
+        if previous and not process_here:
+            # The lost node cannot end its sessions any more: one open session per running tunnel.
+            TunnelSession.objects.filter(tunnel_uuid=tunnel.uuid, node=previous, ended_at=None).update(
+                ended_at=timezone.now(),
+                exit_reason=ExitReason.NODE_LOST,
+                exit_detail=f"node {previous} stopped reporting; node {self.node} took the tunnel over",
+            )
         logger.info("claimed tunnel %s (%s) from %s", tunnel.name, tunnel.uuid, previous or "no node")
         return True
 
