@@ -5,10 +5,13 @@ The rows are written directly here; the worker side that writes them has its own
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
 from datetime import timedelta
 
 import pytest
 from django.conf import settings
+from django.core.cache import cache
 from django.db import OperationalError
 from django.test import Client
 from django.utils import timezone
@@ -119,3 +122,26 @@ def test_dashboard_without_problems_shows_no_warning(owner):
     client = Client()
     client.force_login(owner)
     assert "reports:" not in client.get("/").content.decode()
+
+
+def test_status_measures_a_full_data_dir_itself(tmp_path, settings):
+    """With SQLite in the full data dir no worker can write that it is full: the health check looks itself."""
+
+    mount = tmp_path / "small"
+    mount.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        settings.DATA_DIR = mount
+        node("calm")
+        cache.clear()  # the answer is cached for a second
+        assert APIClient().get(URL).json()["problems"] == []
+        with open(mount / "filler", "wb", buffering=0) as handle, contextlib.suppress(OSError):
+            while True:
+                handle.write(b"\0" * 65536)
+        cache.clear()
+        body = APIClient().get(URL).json()
+        assert body["problems"] == [{"node": "web", "error": "disk full: data dir", "since": None}]
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)

@@ -30,7 +30,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.visibility import OwnedViewSet, OwnerFilter
-from tunnels import logfiles, services
+from tunnels import diskspace, logfiles, services
 from tunnels.api import serializers as s
 from tunnels.api.base import WAIT_PARAM, flag, positive_int, time_left, wait_seconds
 from tunnels.api.filters import HistoryFilter, StrictOrderingFilter, TunnelFilter
@@ -178,6 +178,9 @@ class StatusView(APIView):
             ],
             "version": settings.VERSION,
         }
+        # Measured here too: with SQLite in a full data dir no worker can write that it is full.
+        if diskspace.is_full() and not any(p["error"] == diskspace.DISK_FULL for p in body["problems"]):
+            body["problems"].append({"node": "web", "error": diskspace.DISK_FULL, "since": None})
         if not workers:
             body["error"] = no_worker_reason()
         return body

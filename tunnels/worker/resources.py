@@ -6,15 +6,13 @@ import contextlib
 import errno
 import logging
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
 
-from django.conf import settings
-
-from tunnels import hostkeys, logfiles
+from tunnels import diskspace, hostkeys, logfiles
 from tunnels.agent import AgentError
+from tunnels.diskspace import DISK_FULL
 from tunnels.models import Desired, Tunnel
 from tunnels.worker.decide import precondition_error
 from tunnels.worker.health import explain
@@ -22,19 +20,8 @@ from tunnels.worker.health import explain
 logger = logging.getLogger("tunnelsite.worker")
 
 
-# The node-level error (WorkerNode.error) while the data dir has no space left.
-DISK_FULL = "disk full: data dir"
 # Running logs are held to LOG_MAX_BYTES this often; the per-user cap stays at the resync.
 LOG_CHECK_SECONDS = 1.0
-# Less free space than this in the data dir is a full disk (and more is resolved).
-FREE_AGAIN_BYTES = 64 * 1024
-
-
-def _free_bytes() -> int | None:
-    try:
-        return shutil.disk_usage(settings.DATA_DIR).free
-    except OSError:
-        return None  # no data dir to measure: nothing to say about its disk
 
 
 class Resources:
@@ -91,9 +78,9 @@ class Resources:
                 self.disk_trouble(exc, f"could not rotate {path.name}", path)
         # One statvfs: the disk may fill up from outside (another file, the database) while our
         # own writes still fit, and the operator should hear of it before a tunnel fails on it.
-        free = _free_bytes()
-        if free is not None:
-            self.node_problem(DISK_FULL, free < FREE_AGAIN_BYTES)
+        full = diskspace.is_full()
+        if full is not None:
+            self.node_problem(DISK_FULL, full)
 
     def disk_trouble(self, exc: OSError, what: str, log: Path | None = None) -> None:
         """A write in the data dir failed. A full disk is the node's problem (WorkerNode.error); a log
