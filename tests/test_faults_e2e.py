@@ -17,9 +17,9 @@ import pytest
 
 from tests.faultdb import cluster, postgres_bin, sqlite_write_lock
 from tests.procs import wait_for
-from tests.webproc import PASSWORD, Answer, Browser, gunicorn, manage, prepare, site_env
+from tests.webproc import PASSWORD, Answer, Browser, gunicorn, manage, own_databases, prepare, site_env
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90), own_databases]
 
 MARGIN = 1.5  # seconds a wait may overrun its promise over real HTTP on a busy 2-core machine
 FAST = 2.0  # a read that used to wait out the 10 s busy timeout

@@ -18,11 +18,12 @@ from pathlib import Path
 import pytest
 
 from tests import sshd as sshd_mod
+from tests.webproc import own_databases
 
 ROOT = Path(__file__).resolve().parent.parent
 BOUND = 60  # seconds: the row takes ~15 s on 2 cores
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, own_databases]
 
 
 def run_bench(*args: str) -> str:

@@ -20,6 +20,7 @@ from django.db import connection
 
 from tests import faultdb
 from tests.procs import kill_group, spawn, wait_for
+from tests.webproc import own_databases
 from tests.worker_fixtures import MANAGE, WORKER_TEST_ENV
 from tunnels.models import WorkerNode
 
@@ -38,6 +39,7 @@ def pg_cluster():
         yield cluster
 
 
+@own_databases
 def test_postgresql_away_is_one_line_each_way_and_a_note_on_the_node(pg_cluster, tmp_path):
     url = pg_cluster.createdb("tunnelsite")
     env = {

@@ -18,11 +18,19 @@ from dataclasses import dataclass
 from http.cookiejar import CookieJar
 from pathlib import Path
 
+import pytest
+
 from tests.procs import free_port, kill_group, port_open, spawn, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
+
+# A test that starts its own databases and web stack runs the same whatever DATABASE_URL says: CI's
+# PostgreSQL pass would only repeat it, so it runs in the SQLite pass alone.
+own_databases = pytest.mark.skipif(
+    bool(os.environ.get("DATABASE_URL")), reason="starts its own databases: checked in the SQLite pass"
+)
 
 
 def site_env(data_dir: Path, database_url: str | None = None, **extra: str) -> dict[str, str]:
