@@ -137,10 +137,19 @@ def test_restore_backup(owner):
     assert Tunnel.objects.get().hash == tunnel.hash
 
 
-def test_start_interactive_is_refused(owner):
+def test_start_interactive_is_refused_where_nobody_can_answer(owner):
     tunnel = make_tunnel(owner, interactive=True)
-    with pytest.raises(services.NotRunnable):
-        services.request_start(tunnel)
+    with pytest.raises(services.NotRunnable) as refused:
+        services.request_start(tunnel, interactive_ok=False)
+    assert f"/api/v1/tunnels/{tunnel.uuid}/prompt/" in str(refused.value)
+    tunnel.refresh_from_db()
+    assert tunnel.desired_state == "stopped"
+
+
+def test_start_interactive_where_a_person_answers(owner):
+    tunnel = make_tunnel(owner, interactive=True)
+    services.request_start(tunnel)
+    assert tunnel.desired_state == "running"
 
 
 def test_start_all_skips_interactive(owner):

@@ -228,6 +228,10 @@ REQUEST_RETENTION_DAYS = env_int("TUNNELSITE_REQUEST_RETENTION_DAYS", 30, minimu
 # Requests waiting for the worker (?wait=) at once per web process; more answer at once as with wait=0,
 # so waiting never holds every gunicorn thread (default: half of the 4 threads bin/run and docker start).
 MAX_WAITING = env_int("TUNNELSITE_MAX_WAITING", 2, minimum=0)
+# Interactive tunnels: how long ssh's prompt waits for a person's answer before the login is given up,
+# and how long an answer (or answers sent with a start) may stay, encrypted, in the database unused.
+PROMPT_TIMEOUT = env_int("TUNNELSITE_PROMPT_TIMEOUT", 120, minimum=5, maximum=3600)
+PROMPT_ANSWER_TTL = env_int("TUNNELSITE_PROMPT_ANSWER_TTL", 30, minimum=5, maximum=600)
 
 NODE_NAME = env_str("TUNNELSITE_NODE", socket.gethostname())
 WORKER_LEASE_SECONDS = env_int("TUNNELSITE_WORKER_LEASE", 15, minimum=2)

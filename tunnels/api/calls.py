@@ -231,7 +231,7 @@ class ConnectCall(CallView):
     def call(self, request, tunnel: Tunnel) -> Response:
         wait = self.wait(request)
         try:
-            services.request_start(tunnel, Actor.from_request(request))
+            services.request_start(tunnel, Actor.from_request(request), interactive_ok=False)
         except NotRunnable as exc:
             return envelope(NOT_CONNECTED, f"not connected: {exc.message}", 409)
         return _desired_outcome(tunnel, True, time_left(request, wait), NOT_CONNECTED)

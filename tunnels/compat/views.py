@@ -183,7 +183,7 @@ class OneTunnelOperateView(OperateView):
         tunnel = self.resolve(prefix)
         wait = wait_seconds(request)
         if self.want_running:
-            services.request_start(tunnel, self.actor())
+            services.request_start(tunnel, self.actor(), interactive_ok=False)
         else:
             services.request_stop(tunnel, self.actor())
         verb = "Starting" if self.want_running else "Stopping"

@@ -2,6 +2,7 @@
 
 from tunnels.models.history import ConfigBackup, ExitReason, JSONArrayLength, TunnelSession
 from tunnels.models.identity import HostKeyState, KnownHost, SshKey
+from tunnels.models.interactive import AuthPrompt
 from tunnels.models.preflight import ConnectionTest, TestState
 from tunnels.models.tunnel import (
     DIRECTION_CHOICES,
@@ -23,6 +24,7 @@ __all__ = [
     "DIRECTION_CHOICES",
     "LOCAL_TO_REMOTE",
     "REMOTE_TO_LOCAL",
+    "AuthPrompt",
     "ChangeMarker",
     "ConfigBackup",
     "ConnectionTest",

@@ -22,6 +22,7 @@ class ExitReason(models.TextChoices):
     HANDED_OVER = "handed_over", "taken over by another node"
     WORKER_EXIT = "worker_exit", "worker shut down"
     GONE = "gone", "process disappeared"
+    AUTH_FAILED = "auth_failed", "authentication failed"
 
 
 class TunnelSession(models.Model):

@@ -30,6 +30,8 @@ class Status(models.TextChoices):
     RUNNING = "running", "running"
     BACKOFF = "backoff", "backoff"
     FAILED = "failed", "failed"
+    # An interactive tunnel whose ssh master ended: starting it again needs a person to log in.
+    NEEDS_AUTH = "needs_auth", "needs authentication"
 
 
 def host_port(host: str, port: int) -> str:

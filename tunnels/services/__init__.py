@@ -12,6 +12,9 @@ worker). Callers use ``services.<name>``: everything is re-exported here.
 """
 
 from tunnels.ports import NoFreePort, PortTaken
+from tunnels.prompts import NoPrompt, Pending
+from tunnels.prompts import answer as answer_prompt
+from tunnels.prompts import pending as pending_prompt
 from tunnels.services.base import (
     MARKER,
     SYSTEM,
@@ -47,6 +50,7 @@ from tunnels.services.config import (
     update_tunnel,
 )
 from tunnels.services.desired import (
+    INTERACTIVE_ELSEWHERE,
     MIN_PREFIX,
     HashPrefixError,
     check_runnable,
@@ -80,12 +84,17 @@ __all__ = [
     "Actor",
     "DuplicateTunnel",
     "HashPrefixError",
+    "INTERACTIVE_ELSEWHERE",
     "InvalidInput",
     "KEY_FIELD",
     "MARKER",
     "MIN_PREFIX",
     "NO_SUCH_KEY",
     "NoFreePort",
+    "NoPrompt",
+    "Pending",
+    "answer_prompt",
+    "pending_prompt",
     "NotFound",
     "NotRunnable",
     "OUTCOME_FIELDS",

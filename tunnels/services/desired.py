@@ -8,12 +8,13 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from tunnels import prompts
 from tunnels.models import (
     Desired,
     Tunnel,
 )
 from tunnels.services.base import SYSTEM, Actor, NotRunnable, bump_marker
-from tunnelsite.errors import ServiceError
+from tunnelsite.errors import InvalidInput, ServiceError
 
 MIN_PREFIX = 8
 
@@ -42,12 +43,17 @@ def _set_desired(tunnels: Iterable[Tunnel], state: str, actor: Actor) -> int:
     return count
 
 
-def check_runnable(tunnel: Tunnel) -> None:
-    if tunnel.interactive:
-        raise NotRunnable(
-            f"tunnel {tunnel.name} is interactive: it needs interactive authentication "
-            "and cannot be started by the worker"
-        )
+INTERACTIVE_ELSEWHERE = (
+    "tunnel {name} is interactive: start it from the REST API (POST /api/v1/tunnels/{id}/start/, then answer "
+    "its login prompt at /api/v1/tunnels/{id}/prompt/) or from its page in the dashboard (/tunnels/{id}/)"
+)
+
+
+def check_runnable(tunnel: Tunnel, *, interactive_ok: bool = True) -> None:
+    """Refuse a start the worker cannot carry out. An interactive tunnel starts only where a person
+    can answer its prompt (REST, dashboard, admin); surfaces without one pass ``interactive_ok=False``."""
+    if tunnel.interactive and not interactive_ok:
+        raise NotRunnable(INTERACTIVE_ELSEWHERE.format(name=tunnel.name, id=tunnel.uuid))
     if not tunnel.holds_its_port:
         raise NotRunnable(
             f"tunnel {tunnel.name} cannot start: another tunnel on this host holds its port "
@@ -55,9 +61,25 @@ def check_runnable(tunnel: Tunnel) -> None:
         )
 
 
-def request_start(tunnel: Tunnel, actor: Actor = SYSTEM) -> None:
-    check_runnable(tunnel)
-    _set_desired([tunnel], Desired.RUNNING, actor)
+def request_start(
+    tunnel: Tunnel, actor: Actor = SYSTEM, *, responses: list[str] | None = None, interactive_ok: bool = True
+) -> None:
+    """Ask the worker to run ``tunnel``. For an interactive tunnel this begins a new login (any earlier
+    prompt is forgotten); ``responses`` are answers to its prompts given up front, in order."""
+    check_runnable(tunnel, interactive_ok=interactive_ok)
+    if responses is not None:
+        responses = prompts.check_responses(responses)
+        if responses and not tunnel.interactive:
+            raise InvalidInput(
+                "responses are for interactive tunnels only", {"responses": ["this tunnel is not interactive"]}
+            )
+    with transaction.atomic():
+        if tunnel.interactive:
+            prompts.preload(tunnel, responses)
+            if tunnel.desired_state == Desired.RUNNING and tunnel.pid is None:
+                # Meant to run but not running (its login ended): a new generation is a new attempt.
+                Tunnel.objects.filter(pk=tunnel.pk).update(generation=F("generation") + 1)
+        _set_desired([tunnel], Desired.RUNNING, actor)
     tunnel.refresh_from_db()
 
 
@@ -66,10 +88,12 @@ def request_stop(tunnel: Tunnel, actor: Actor = SYSTEM) -> None:
     tunnel.refresh_from_db()
 
 
-def request_restart(tunnel: Tunnel, actor: Actor = SYSTEM) -> None:
-    """Restart: a new generation makes the worker replace the process."""
-    check_runnable(tunnel)
+def request_restart(tunnel: Tunnel, actor: Actor = SYSTEM, *, interactive_ok: bool = True) -> None:
+    """Restart: a new generation makes the worker replace the process (an interactive tunnel logs in again)."""
+    check_runnable(tunnel, interactive_ok=interactive_ok)
     with transaction.atomic():
+        if tunnel.interactive:
+            prompts.preload(tunnel, None)
         Tunnel.objects.filter(pk=tunnel.pk).update(generation=F("generation") + 1)
         _set_desired([tunnel], Desired.RUNNING, actor)
     tunnel.refresh_from_db()
