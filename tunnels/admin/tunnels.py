@@ -298,7 +298,7 @@ class TunnelAdmin(admin.ModelAdmin):
         actor, restarted, skipped = services.Actor(user=request.user), 0, []
         for tunnel in queryset:
             try:
-                services.request_restart(tunnel, actor)
+                services.request_restart(tunnel, actor, interactive_ok=False)
                 restarted += 1
             except services.NotRunnable as exc:
                 skipped.append(exc.message)

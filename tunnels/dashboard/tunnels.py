@@ -76,7 +76,7 @@ def bulk(request: HttpRequest) -> HttpResponse:
         restarted, skipped = [], []
         for tunnel in chosen:
             try:
-                services.request_restart(tunnel, actor)
+                services.request_restart(tunnel, actor, interactive_ok=False)
                 restarted.append(tunnel)
             except ServiceError:
                 skipped.append(tunnel)
