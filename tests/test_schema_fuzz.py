@@ -57,7 +57,9 @@ def in_test_transaction():
 
 @pytest.fixture
 def auth_header(owner) -> dict[str, str]:
-    make_tunnel(owner)  # something to find, so not every answer is an empty list
+    # Something to find, so not every answer is an empty list. Interactive: `POST /start` (all) skips it,
+    # so the fuzzer's start-alls do not each wait out their `wait` for a worker that never comes.
+    make_tunnel(owner, interactive=True)
     # A live worker, so /status answers 200 (its documented 503 would count as a server error).
     # The fuzzer cannot guess the tunnel's id or hash, so no action waits for this worker.
     WorkerNode.objects.create(name="fuzz")
