@@ -545,6 +545,12 @@ class PreflightRunner:
     def _track(self, test_id, proc: subprocess.Popen) -> None:
         with self._lock:
             self._procs[test_id] = proc
+            stopping = self._stopping
+        if stopping:
+            # Spawned after shutdown() killed the others (SIGTERM came while this test was being prepared):
+            # it must not keep the worker's exit waiting for ssh's own timeouts.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
 
     def shutdown(self, *, wait: bool = False) -> None:
         """Stop: running tests' ssh are killed (they record "ssh exited") unless ``wait``; pending
@@ -552,8 +558,8 @@ class PreflightRunner:
         if self._pool is None:
             return
         if not wait:
-            self._stopping = True
             with self._lock:
+                self._stopping = True
                 procs = list(self._procs.values())
             for proc in procs:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
