@@ -473,11 +473,12 @@ def test_restart_bumps_generation(owner, owner_client):
     assert tunnel.generation == before + 1
 
 
-def test_start_interactive_is_409(owner, owner_client):
+def test_start_interactive_is_accepted_and_prompts_are_answered_elsewhere(owner, owner_client):
+    # Once 409; now a person answers its prompts at .../prompt/ (tests/test_api_prompt.py).
     tunnel = make_tunnel(owner, interactive=True)
-    response = owner_client.post(url(tunnel, "start/"))
-    assert response.status_code == 409
-    assert "interactive" in response.json()["error"]
+    response = owner_client.post(url(tunnel, "start/") + "?wait=0")
+    assert response.status_code == 200
+    assert response.json()["desired_state"] == "running" and response.json()["prompt_pending"] is False
 
 
 @pytest.mark.parametrize("action", ["start/", "stop/", "restart/"])

@@ -7,7 +7,7 @@ for the rules). The request serializers below only describe the body in OpenAPI.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from datetime import datetime, tzinfo
 from typing import Any
 
@@ -16,6 +16,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from accounts.permissions import acts_as_admin
+from tunnels import prompts
 from tunnels.models import DIRECTION_CHOICES, ConfigBackup, Desired, Status, Tunnel, TunnelSession, listen_address
 
 DATETIME = serializers.DateTimeField()
@@ -42,6 +43,10 @@ class TunnelSerializer(serializers.ModelSerializer):
         source="ssh_key_id", read_only=True, allow_null=True, help_text="Id of the SSH key it authenticates with."
     )
     ssh_key_name = serializers.CharField(read_only=True, allow_null=True, help_text="That key's name.")
+    prompt_pending = serializers.SerializerMethodField(
+        help_text="An interactive tunnel's ssh is asking a question (password, code) now: answer it at "
+        "`/api/v1/tunnels/{id}/prompt/`.",
+    )
 
     class Meta:
         model = Tunnel
@@ -54,6 +59,7 @@ class TunnelSerializer(serializers.ModelSerializer):
             "local_port",
             "direction",
             "interactive",
+            "prompt_pending",
             "ssh_port",
             "auto_restart",
             "ssh_key",
@@ -79,13 +85,25 @@ class TunnelSerializer(serializers.ModelSerializer):
             return None
         return DATETIME.to_representation(tunnel.started_at)
 
+    @extend_schema_field(serializers.BooleanField())
+    def get_prompt_pending(self, tunnel: Tunnel) -> bool:
+        return tunnel.pk in self._asking(tunnel)
+
+    def _asking(self, tunnel: Tunnel) -> Collection[int]:
+        # A list's caller may pass the pending set of all its tunnels (one query): context "prompt_pending".
+        asking = self.context.get("prompt_pending")
+        if asking is None:
+            asking = prompts.pending_ids([tunnel.pk]) if tunnel.interactive else set()
+        return asking
+
     def to_representation(self, tunnel: Tunnel) -> dict:
-        return tunnel_item(instance_row(tunnel))
+        return tunnel_item(instance_row(tunnel), asking=self._asking(tunnel))
 
 
 # The columns an item is built from. The list endpoint reads exactly these with
 # ``values()``: building model instances cost more than the query itself.
 ITEM_COLUMNS = (
+    "id",
     *("uuid", "name", "owner__username", "remote_host", "remote_port", "local_port", "direction", "interactive"),
     *("ssh_port", "auto_restart", "desired_state", "status", "pid", "last_error", "restart_count", "started_at"),
     *("node", "hash", "created_at", "updated_at", "ssh_key_id", "ssh_key__name"),
@@ -108,12 +126,15 @@ def iso_datetime(value: datetime | None, zone: tzinfo) -> str | None:
     return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
-def tunnel_item(row: Mapping[str, Any], zone: tzinfo | None = None) -> dict[str, Any]:
+def tunnel_item(
+    row: Mapping[str, Any], zone: tzinfo | None = None, asking: Collection[int] = frozenset()
+) -> dict[str, Any]:
     """One tunnel as the API shows it, from its ``ITEM_COLUMNS``.
 
     Written out by hand: lists serialize hundreds of tunnels and DRF's per-field
     machinery cost ~55 us per tunnel. The fields declared on TunnelSerializer stay
-    the schema; tests/test_api_tunnels.py pins the two together.
+    the schema; tests/test_api_tunnels.py pins the two together. ``asking``: the ids of
+    tunnels whose login prompt is pending (``prompts.pending_ids``).
     """
     zone = zone or timezone.get_current_timezone()
     running = row["status"] == Status.RUNNING
@@ -126,6 +147,7 @@ def tunnel_item(row: Mapping[str, Any], zone: tzinfo | None = None) -> dict[str,
         "local_port": row["local_port"],
         "direction": row["direction"],
         "interactive": row["interactive"],
+        "prompt_pending": row["id"] in asking,
         "ssh_port": row["ssh_port"],
         "auto_restart": row["auto_restart"],
         "ssh_key": str(row["ssh_key_id"]) if row["ssh_key_id"] else None,
@@ -145,8 +167,15 @@ def tunnel_item(row: Mapping[str, Any], zone: tzinfo | None = None) -> dict[str,
 
 
 def tunnel_items(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    rows = list(rows)
     zone = timezone.get_current_timezone()
-    return [tunnel_item(row, zone) for row in rows]
+    asking = pending_of(rows)
+    return [tunnel_item(row, zone, asking) for row in rows]
+
+
+def pending_of(rows: Iterable[Mapping[str, Any]]) -> set[int]:
+    """Which of these rows' tunnels have a login prompt pending: one query, and none without interactive tunnels."""
+    return prompts.pending_ids([row["id"] for row in rows if row["interactive"]])
 
 
 class TunnelActionSerializer(TunnelSerializer):
@@ -163,6 +192,19 @@ class TunnelActionSerializer(TunnelSerializer):
         return {**super().to_representation(tunnel), "output": tunnel.output}
 
 
+class StartSerializer(serializers.Serializer):
+    """Request body of a start (documentation only; ``tunnels.prompts.check_responses`` validates)."""
+
+    responses = serializers.ListField(
+        child=serializers.CharField(max_length=prompts.MAX_ANSWER, trim_whitespace=False),
+        required=False,
+        max_length=prompts.MAX_RESPONSES,
+        help_text="Interactive tunnels only: answers to ssh's prompts, in the order it asks them (password, "
+        "then code). They travel to the server and wait there encrypted until ssh asks; a prompt without an "
+        "answer here is asked at `/api/v1/tunnels/{id}/prompt/`.",
+    )
+
+
 class TunnelWriteSerializer(serializers.Serializer):
     """Request body of create/update (documentation only; the service layer validates)."""
 
@@ -175,7 +217,11 @@ class TunnelWriteSerializer(serializers.Serializer):
         required=False,
         help_text="`remote_to_local` = ssh -L (default), `local_to_remote` = ssh -R.",
     )
-    interactive = serializers.BooleanField(required=False, help_text="Needs a person to log in; never auto-started.")
+    interactive = serializers.BooleanField(
+        required=False,
+        help_text="Needs a person to log in (password, one-time code): created stopped, started only on request, "
+        "never restarted automatically; its prompts are answered at `/api/v1/tunnels/{id}/prompt/`.",
+    )
     ssh_port = serializers.IntegerField(
         required=False, allow_null=True, min_value=1, max_value=65535, help_text="SSH server port."
     )

@@ -35,6 +35,7 @@ from tunnels.api import serializers as s
 from tunnels.api.base import WAIT_PARAM, flag, positive_int, time_left, wait_seconds
 from tunnels.api.filters import HistoryFilter, StrictOrderingFilter, TunnelFilter
 from tunnels.api.preflight import ConnectionTestActions
+from tunnels.api.prompt import PromptActions
 from tunnels.models import ConfigBackup, Desired, JSONArrayLength, Status, Tunnel, TunnelSession
 from tunnels.services import Actor
 from tunnels.ssh import redact_for
@@ -202,6 +203,15 @@ def request_body(request) -> Any:
     return data.dict() if isinstance(data, QueryDict) else data
 
 
+def start_responses(data: Any) -> list[str] | None:
+    """The answers a start carries up front (``{"responses": [...]}``), unchecked: the service checks them."""
+    if data in (None, "", {}):
+        return None
+    if not isinstance(data, dict):
+        raise ValidationError({"responses": ['the body must be a JSON object, e.g. {"responses": ["…"]}']})
+    return data.get("responses")
+
+
 TUNNEL_EXAMPLE = {
     "id": "5f0f8a8e-7d3c-4a58-9a7e-2f1d4c0b9e11",
     "name": "db",
@@ -211,6 +221,7 @@ TUNNEL_EXAMPLE = {
     "local_port": "25432",
     "direction": "remote_to_local",
     "interactive": False,
+    "prompt_pending": False,
     "ssh_port": None,
     "auto_restart": True,
     "ssh_key": "0d4f2c8e-3b1a-4e6f-9c2d-7a8b9c0d1e2f",
@@ -319,6 +330,7 @@ def _action_schema(summary: str, conflict: bool) -> Any:
 @extend_schema(tags=["tunnels"])
 class TunnelViewSet(
     ConnectionTestActions,
+    PromptActions,
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
     OwnedViewSet,
@@ -346,6 +358,7 @@ class TunnelViewSet(
         "logs": "read",
         "sessions": "read",
         **ConnectionTestActions.test_scopes,
+        **PromptActions.prompt_scopes,
     }
 
     def base_queryset(self):
@@ -382,12 +395,22 @@ class TunnelViewSet(
 
     # --- desired state ---
 
-    @_action_schema("Start a tunnel", conflict=True)
+    @extend_schema(
+        summary="Start a tunnel",
+        description="An interactive tunnel's ssh asks questions (a password, a one-time code): answer them at "
+        "`/api/v1/tunnels/{id}/prompt/`; a wait ends as soon as one is asked (`output`: `needs answer: …`). "
+        "A script may send the answers up front instead, in order, as `responses` (they travel to the server and "
+        "wait there, encrypted, until ssh asks, at most `TUNNELSITE_PROMPT_ANSWER_TTL` seconds).",
+        request=s.StartSerializer,
+        parameters=[ID_PARAM, WAIT_PARAM],
+        responses={**ACTION_RESPONSES, 409: CONFLICT},
+    )
     @action(detail=True, methods=["post"])
     def start(self, request, id=None) -> Response:
         tunnel = self.get_object()
         wait = wait_seconds(request)  # a bad value is refused before anything changes
-        services.request_start(tunnel, Actor.from_request(request))
+        responses = start_responses(request_body(request))
+        services.request_start(tunnel, Actor.from_request(request), responses=responses)
         return self._outcome(tunnel, want_running=True, wait=time_left(request, wait))
 
     @_action_schema("Stop a tunnel", conflict=False)
@@ -573,9 +596,10 @@ class BackupViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OwnedViewS
     def restore(self, request, id=None) -> Response:
         backup = self.get_object()
         services.restore_backup(backup, Actor.from_request(request))
-        tunnels = Tunnel.objects.owned_by(backup.owner).select_related("owner", "ssh_key")
+        tunnels = list(Tunnel.objects.owned_by(backup.owner).select_related("owner", "ssh_key"))
+        asking = services.pending_prompt_ids([t.pk for t in tunnels if t.interactive])
         body = {
             "message": f"Configuration restored from backup {backup.id}",
-            "tunnels": s.TunnelSerializer(tunnels, many=True).data,
+            "tunnels": s.TunnelSerializer(tunnels, many=True, context={"prompt_pending": asking}).data,
         }
         return Response(body)

@@ -15,6 +15,7 @@ from tunnels.ports import NoFreePort, PortTaken
 from tunnels.prompts import NoPrompt, Pending
 from tunnels.prompts import answer as answer_prompt
 from tunnels.prompts import pending as pending_prompt
+from tunnels.prompts import pending_ids as pending_prompt_ids
 from tunnels.services.base import (
     MARKER,
     SYSTEM,
@@ -95,6 +96,7 @@ __all__ = [
     "Pending",
     "answer_prompt",
     "pending_prompt",
+    "pending_prompt_ids",
     "NotFound",
     "NotRunnable",
     "OUTCOME_FIELDS",

@@ -11,7 +11,7 @@ from django.db import DatabaseError
 from django.db.models import Max
 from django.utils import timezone
 
-from tunnels import waiting
+from tunnels import prompts, waiting
 from tunnels.models import (
     Status,
     Tunnel,
@@ -71,8 +71,9 @@ def no_worker(heartbeat: Heartbeat, waited: float, timeout: float) -> bool:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What became of a start or stop request: ``done``, ``failed`` or ``queued`` (not confirmed yet),
-    with the one line every API surface shows (``started, pid 123``, ``stopped``, ``failed: …``, ``queued: …``).
+    """What became of a start or stop request: ``done``, ``failed``, ``prompt`` (an interactive tunnel's
+    ssh asks a question a person must answer) or ``queued`` (not confirmed yet), with the one line every
+    API surface shows (``started, pid 123``, ``stopped``, ``failed: …``, ``needs answer: …``, ``queued: …``).
     ``waited`` is False when the answer came without waiting (``wait=0``, or no free waiting slot)."""
 
     state: str
@@ -88,18 +89,36 @@ class Outcome:
         return self.state == "queued"
 
 
+def where_to_answer(tunnel: Tunnel) -> str:
+    """Where a person answers ``tunnel``'s login prompt (REST and dashboard), in one phrase."""
+    return f"answer it at /api/v1/tunnels/{tunnel.uuid}/prompt/ or on /tunnels/{tunnel.uuid}/"
+
+
 def _outcome(tunnel: Tunnel, want_running: bool) -> Outcome | None:
     """The outcome once the worker has acted on the request, else None."""
     acted = tunnel.status_changed_at >= tunnel.desired_changed_at
     if want_running:
         if tunnel.status == Status.RUNNING and tunnel.running_generation == tunnel.generation:
             return Outcome("done", f"started, pid {tunnel.pid}")
-        if tunnel.status in (Status.FAILED, Status.BACKOFF) and acted:
-            return Outcome("failed", f"failed: {tunnel.last_error or 'see the tunnel log'}")
+        if tunnel.status in (Status.FAILED, Status.BACKOFF, Status.NEEDS_AUTH) and acted:
+            return Outcome("failed", f"failed: {tunnel.last_error or _NO_REASON[tunnel.status]}")
+        if tunnel.interactive:
+            # The start cannot go on until a person answers: waiting longer only wastes their prompt's time.
+            # (request_start forgot every earlier prompt, so a pending one belongs to this attempt.)
+            asked = prompts.pending(tunnel)
+            if asked is not None:
+                return Outcome("prompt", f"needs answer: {asked.prompt.strip()} ({where_to_answer(tunnel)})")
         return None
     if tunnel.status == Status.STOPPED:
         return Outcome("done", "stopped")
     return None
+
+
+_NO_REASON = {
+    Status.FAILED: "see the tunnel log",
+    Status.BACKOFF: "see the tunnel log",
+    Status.NEEDS_AUTH: "the login ended; start it again and answer its prompt",
+}
 
 
 def wait_for_outcome(tunnel: Tunnel, want_running: bool, timeout: float) -> Outcome:
