@@ -64,6 +64,8 @@ def test_connect_interactive_is_11(owner, owner_client):
     assert response.status_code == 409
     code, success, message = envelope(response)
     assert (code, success) == (11, False) and "interactive" in message
+    assert f"/api/v1/tunnels/{tunnel.uuid}/prompt/" in message and f"/tunnels/{tunnel.uuid}/" in message
+    assert Tunnel.objects.get(pk=tunnel.pk).desired_state == Desired.STOPPED
 
 
 def test_disconnect_of_stopped_tunnel_is_ok(owner_client, tunnel):

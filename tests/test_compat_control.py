@@ -100,6 +100,7 @@ def test_start_interactive_tunnel_is_409_and_stays_stopped(owner, owner_client):
     response = owner_client.post(f"/start/{tunnel.hash}")
     assert response.status_code == 409
     assert "interactive" in response.json()["error"] and set(response.json()) == {"error"}
+    assert f"/api/v1/tunnels/{tunnel.uuid}/prompt/" in response.json()["error"]  # where to start it instead
     tunnel.refresh_from_db()
     assert tunnel.desired_state == Desired.STOPPED
 

@@ -82,6 +82,7 @@ ORIGINAL_STATES = {
     Status.STOPPED: "STOPPED",
     Status.BACKOFF: "DEAD",
     Status.FAILED: "DEAD",
+    Status.NEEDS_AUTH: "DEAD",
 }
 
 

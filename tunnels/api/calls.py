@@ -14,7 +14,8 @@ code   meaning                                                      HTTP
 22     too many API calls                                           429
 23     client blocked (credential refused: unknown, expired,        401 / 403
        revoked, deactivated user, missing scope)
-24     client inactive (``client_status``: offline)                 200
+24     client inactive (``client_status``: offline; also an         200
+       interactive tunnel whose login ended, ``needs_auth``)
 31     wrong data (missing/bad ``tunnel`` or ``allow``)             400 / 404
 50     server error (tunnelsite's own: the database did not answer, 503 (+ ``retry_after``) / 500
        or an unexpected error)

@@ -55,6 +55,8 @@ COMPAT_STATUS = {
     Status.STOPPED: "STOPPED",
     Status.BACKOFF: "DEAD",  # died, waiting to retry
     Status.FAILED: "DEAD",
+    # An interactive tunnel whose login ended: not running, and not coming back by itself.
+    Status.NEEDS_AUTH: "DEAD",
 }
 
 
@@ -126,8 +128,8 @@ class ListItemSerializer(serializers.Serializer):
     name = serializers.CharField()
     status = serializers.CharField(
         help_text="`/list`: `NORMAL` or `INTERACTIVE`. `/status`: the observed state in the original's words: "
-        "`RUNNING`, `STARTING`, `STOPPED` or `DEAD` (failed, or waiting to retry; `GET /api/v1/tunnels/` "
-        "tells which and why)."
+        "`RUNNING`, `STARTING`, `STOPPED` or `DEAD` (failed, waiting to retry, or an interactive tunnel whose "
+        "login ended; `GET /api/v1/tunnels/` tells which and why)."
     )
     local_port = serializers.CharField()
     remote_host = serializers.CharField()

@@ -113,7 +113,8 @@ class StatusView(CompatView):
         "compat_status",
         "Observed status of every tunnel",
         "The same items as `/list`, with `status` the state the worker observes in the original's words: "
-        "`RUNNING`, `STARTING`, `STOPPED`, or `DEAD` (failed, or backing off before a retry).",
+        "`RUNNING`, `STARTING`, `STOPPED`, or `DEAD` (failed, backing off before a retry, or an interactive "
+        "tunnel whose login ended: `needs_auth` in the REST API).",
         {200: s.ListItemSerializer(many=True)},
         examples=[ex.STATUS],
     )
@@ -206,7 +207,10 @@ class StartView(OneTunnelOperateView):
         {
             200: s.TunnelOutputSerializer,
             **ONE_RESPONSES,
-            409: _error("The tunnel is interactive: the worker cannot answer its prompt."),
+            409: _error(
+                "The tunnel is interactive: start it from the REST API or the dashboard, where its login "
+                "prompt can be answered (the message says where)."
+            ),
         },
         request=None,
         parameters=[PREFIX_PARAM, WAIT_PARAM],
