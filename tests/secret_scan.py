@@ -4,9 +4,10 @@
 any of its plain forms (see ``forms``): the rows of every database table (the tables the
 database itself lists and every Django model's table, all columns), the SQLite database files as
 bytes (main file, -wal, -journal, -shm: deleted rows and free pages included), every regular file
-under the data dir (tunnel logs, the worker's log, known hosts, sockets' neighbours), the
-environment and argv of the worker and all its descendants (/proc/<pid>/environ, cmdline), and
-every process's arguments as ``ps`` shows them.
+under the data dir (tunnel logs, the worker's log, known hosts), the environment and argv
+(/proc/<pid>/environ, cmdline) of the worker, all its descendants and every other process (a
+daemonised ssh master is no longer the worker's descendant), and every process's arguments as
+``ps`` shows them.
 
 An answer stored encrypted (Fernet under the server secret, tunnels.prompts) is not a plain form:
 finding nothing is the expected result. The scanner's own tests (tests/test_secret_scan.py) plant
@@ -177,6 +178,21 @@ def scan_process(pid: int, needles: dict[str, bytes]) -> list[str]:
     return places
 
 
+def scan_processes(needles: dict[str, bytes], worker_pid: int | None) -> list[str]:
+    """The environment and argv of every process on the machine: the worker and its descendants, and
+    also what left its tree (an ssh master with ControlPersist forks into the background, re-parented
+    away from the worker). With ``worker_pid`` the worker must be alive: a scan after it died would
+    prove nothing about it."""
+    import psutil
+
+    if worker_pid is not None and not process_tree(worker_pid):
+        raise AssertionError(f"worker {worker_pid} is not running: its environment cannot be scanned")
+    places = []
+    for pid in psutil.pids():
+        places += scan_process(pid, needles)
+    return places
+
+
 def scan_ps(needles: dict[str, bytes]) -> list[str]:
     """``ps -eo args`` of every process on the machine (-ww: never cut to a terminal's width)."""
     output = subprocess.run(["ps", "-ww", "-eo", "pid=,args="], capture_output=True, check=True).stdout
@@ -205,8 +221,6 @@ def find_secret(
     for path in [*regular_files(Path(data_dir)), *map(Path, extra_files)]:
         if path.resolve() not in skip:
             places += scan_file(path, needles)
-    if worker_pid is not None:
-        for pid in process_tree(worker_pid):
-            places += scan_process(pid, needles)
+    places += scan_processes(needles, worker_pid)
     places += scan_ps(needles)
     return places

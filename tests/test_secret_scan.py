@@ -110,8 +110,10 @@ def test_finds_a_file_deep_in_the_data_dir_and_ignores_pipes(data_dir, tmp_path)
     assert f"file {outside} at byte 0 (plain)" in find_secret(secret, data_dir=data_dir, extra_files=[outside])
 
 
-# A stand-in worker: worker -> middle -> (a child with the secret in argv, one with it in its environment).
-# The secret reaches them in a file, so neither the worker nor the middle process holds it in argv or env.
+# A stand-in worker: worker -> middle -> a child with the secret in argv, and a daemon with it in its
+# environment that left the tree (as an ssh master with ControlPersist does: the process that started
+# it exits, so it is re-parented away from the worker). The secret reaches them in a file, so neither
+# the worker nor the middle process holds it in argv or environment.
 STANDIN = textwrap.dedent(
     """
     import os, subprocess, sys, time
@@ -120,19 +122,31 @@ STANDIN = textwrap.dedent(
     sleep = [sys.executable, "-c", "import time; time.sleep(120)"]
     if role == "worker":
         subprocess.Popen([sys.executable, __file__, "middle", secret_file])
-    else:
+    elif role == "middle":
         subprocess.Popen([*sleep, "-" * 5000, secret])
+        subprocess.run([sys.executable, __file__, "daemon", secret_file])
+    else:
         subprocess.Popen(sleep, env={"PATH": os.environ["PATH"], "PROBE": secret})
+        sys.exit(0)
     time.sleep(120)
     """
 )
-
-
 PROCESS_PLACE = re.compile(r"process (\d+) \(.*\) (environ|cmdline) \(")
 
 
+def process_places(places: list[str]) -> set[tuple[int, str]]:
+    return {(int(match[1]), match[2]) for match in map(PROCESS_PLACE.match, places) if match}
+
+
+def environ_holds(pid: int, secret: str) -> bool:
+    with open(f"/proc/{pid}/environ", "rb") as handle:
+        return secret.encode() in handle.read()
+
+
 @pytest.mark.django_db
-def test_finds_a_descendants_argv_and_environment_and_ps(data_dir, tmp_path):
+def test_finds_argv_and_environment_in_and_out_of_the_workers_tree_and_ps(data_dir, tmp_path):
+    import psutil
+
     secret = new_secret()
     secret_file = tmp_path / "secret"
     secret_file.write_text(secret)
@@ -140,18 +154,31 @@ def test_finds_a_descendants_argv_and_environment_and_ps(data_dir, tmp_path):
     script.write_text(STANDIN)
     worker = spawn([sys.executable, str(script), "worker", str(secret_file)], tmp_path / "standin.log")
     try:
-        tree = wait_for(lambda: len(process_tree(worker.pid)) == 4 and process_tree(worker.pid), message="4 processes")
-        middle, *children = tree[1:]
-        places = find_secret(secret, data_dir=data_dir, worker_pid=worker.pid)
-        argv_child = next(pid for pid in children if secret.encode() in open(f"/proc/{pid}/cmdline", "rb").read())
-        env_child = next(pid for pid in children if pid != argv_child)
-        seen = {(int(match[1]), match[2]) for match in map(PROCESS_PLACE.match, places) if match}
-        # Not the worker, not the middle process: exactly where the secret is.
-        assert seen == {(argv_child, "cmdline"), (env_child, "environ")}
-        assert f"ps -eo args: pid {argv_child} (plain)" in places  # past 5,000 characters of argv
-        assert middle not in {pid for pid, _ in seen}
 
-        # Without the worker's pid only ps can see it: environments are read for the worker's tree only.
-        assert kinds(find_secret(secret, data_dir=data_dir)) == {f"ps -eo args: pid {argv_child}"}
+        def group() -> list:
+            return [p for p in psutil.process_iter() if _pgid(p.pid) == worker.pid]
+
+        wait_for(lambda: len(group()) == 4 and len(process_tree(worker.pid)) == 3, message="4 processes")
+        _, middle, argv_child = process_tree(worker.pid)
+        daemon = next(p.pid for p in group() if p.pid not in (worker.pid, middle, argv_child))
+        assert environ_holds(daemon, secret) and not environ_holds(worker.pid, secret)
+
+        places = find_secret(secret, data_dir=data_dir, worker_pid=worker.pid)
+        # Not the worker, not the middle process: exactly where the secret is.
+        assert process_places(places) == {(argv_child, "cmdline"), (daemon, "environ")}
+        assert f"ps -eo args: pid {argv_child} (plain)" in places  # past 5,000 characters of argv
+        assert {place for place in kinds(places) if not place.startswith("process ")} == {
+            f"ps -eo args: pid {argv_child}"
+        }
     finally:
         kill_group(worker)
+
+    with pytest.raises(AssertionError, match="is not running"):
+        find_secret(secret, data_dir=data_dir, worker_pid=worker.pid)
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
