@@ -22,6 +22,7 @@ class Row:
     target: str
     badge: status.Badge
     uptime: str
+    prompt_pending: bool = False
 
 
 def flag(direction: str) -> str:
@@ -39,12 +40,14 @@ def target(tunnel: Tunnel) -> str:
     return f"{tunnel.local_port} on this host, via {tunnel.remote_host}"
 
 
-def row(tunnel: Tunnel, now: datetime) -> Row:
+def row(tunnel: Tunnel, now: datetime, prompt_pending: bool = False) -> Row:
+    """``prompt_pending``: the tunnel's ssh asks a login question now (callers look it up for all rows at once)."""
     return Row(
         tunnel=tunnel,
         flag=flag(tunnel.direction),
         direction=direction_words(tunnel.direction),
         target=target(tunnel),
-        badge=status.badge(tunnel.status, tunnel.desired_state, tunnel.last_error, tunnel.interactive),
+        badge=status.badge(tunnel.status, tunnel.desired_state, tunnel.last_error, tunnel.interactive, prompt_pending),
+        prompt_pending=prompt_pending,
         uptime=status.uptime(tunnel.status, tunnel.started_at, now),
     )

@@ -12,6 +12,8 @@ from datetime import datetime, timedelta
 from tunnels.models import Desired, Status
 
 ATTENTION = "needs attention"
+LOGIN_PROMPT = "login prompt"
+NEEDS_LOGIN = "needs login"
 
 
 @dataclass(frozen=True)
@@ -21,12 +23,18 @@ class Badge:
     reason: str  # last error or why it is not running; "" when nothing to say
 
 
-def badge(status: str, desired: str, last_error: str, interactive: bool = False) -> Badge:
-    """``needs attention``: the worker holds a tunnel down that should run (e.g. a changed host key, an
-    interactive login), or a stopped tunnel has an error the user has not seen the end of."""
+def badge(status: str, desired: str, last_error: str, interactive: bool = False, prompt_pending: bool = False) -> Badge:
+    """``needs attention``: the worker holds a tunnel down that should run (e.g. a changed host key), or a
+    stopped tunnel has an error the user has not seen the end of. ``login prompt``: an interactive
+    tunnel's ssh is asking a question now; ``needs login``: its login ended (not restarted by itself)."""
+    if prompt_pending:
+        return Badge(LOGIN_PROMPT, "attention", "ssh is asking for a login: answer it on the tunnel's page.")
+    if status == Status.NEEDS_AUTH:
+        reason = last_error or "The login ended."
+        return Badge(NEEDS_LOGIN, "attention", f"{reason} Start and log in again (it is not restarted by itself).")
     if status == Status.STOPPED:
         if desired == Desired.RUNNING and interactive:
-            return Badge(ATTENTION, "attention", last_error or "Interactive: needs a person to log in.")
+            return Badge("starting", "starting", last_error or "Waiting for a worker to start its login.")
         if last_error:
             return Badge(ATTENTION, "attention", last_error)
         if desired == Desired.RUNNING:

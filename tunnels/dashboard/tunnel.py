@@ -21,6 +21,8 @@ from tunnelsite.errors import ServiceError
 
 LOG_LINES = 200
 LOG_POLL_SECONDS = 2
+# While an interactive tunnel starts, its page looks this often for the question ssh asks.
+PROMPT_POLL_SECONDS = 1
 SESSIONS_SHOWN = 20
 ACTIONS = {
     "start": services.request_start,
@@ -55,14 +57,21 @@ def key_line(tunnel: Tunnel) -> tuple[str, str]:
         return "", exc.message
 
 
+def login_prompt(tunnel: Tunnel) -> services.Pending | None:
+    return services.pending_prompt(tunnel) if tunnel.interactive else None
+
+
 @require_GET
 @page
 def detail(request: HttpRequest, tunnel_id: str) -> HttpResponse:
     tunnel = get_tunnel(request, tunnel_id)
     line, no_line = key_line(tunnel)
+    prompt = login_prompt(tunnel)
     context = {
-        "row": rows.row(tunnel, timezone.now()),
+        "row": rows.row(tunnel, timezone.now(), prompt is not None),
         "tunnel": tunnel,
+        "prompt": prompt,
+        "prompt_poll_seconds": PROMPT_POLL_SECONDS,
         "log": log_tail(tunnel),
         "log_poll_seconds": LOG_POLL_SECONDS,
         "sessions": TunnelSession.objects.filter(tunnel_uuid=tunnel.uuid, owner_id=tunnel.owner_id)
@@ -88,7 +97,31 @@ def log_fragment(request: HttpRequest, tunnel_id: str) -> HttpResponse:
 @page
 def status_fragment(request: HttpRequest, tunnel_id: str) -> HttpResponse:
     tunnel = get_tunnel(request, tunnel_id)
-    return render(request, "dashboard/tunnel_status.html", {"row": rows.row(tunnel, timezone.now()), "tunnel": tunnel})
+    row = rows.row(tunnel, timezone.now(), login_prompt(tunnel) is not None)
+    return render(request, "dashboard/tunnel_status.html", {"row": row, "tunnel": tunnel})
+
+
+@require_GET
+@page
+def prompt_fragment(request: HttpRequest, tunnel_id: str) -> HttpResponse:
+    """The login card alone: polled while an interactive tunnel starts, until ssh asks something."""
+    tunnel = get_tunnel(request, tunnel_id)
+    context = {"tunnel": tunnel, "prompt": login_prompt(tunnel), "prompt_poll_seconds": PROMPT_POLL_SECONDS}
+    return render(request, "dashboard/tunnel_prompt.html", context)
+
+
+@require_POST
+@page
+def answer_prompt(request: HttpRequest, tunnel_id: str) -> HttpResponse:
+    """The user's answer to the login prompt: handed to ssh through the service layer, never shown again."""
+    tunnel = get_tunnel(request, tunnel_id)
+    try:
+        services.answer_prompt(tunnel, request.POST.get("answer"))
+    except ServiceError as exc:
+        messages.error(request, f"Not sent: {exc.message}.")
+    else:
+        messages.success(request, f"Answer sent: tunnel {tunnel.name} is logging in.")
+    return redirect("dashboard:tunnel", tunnel.uuid)
 
 
 @require_POST
@@ -101,7 +134,10 @@ def action(request: HttpRequest, tunnel_id: str) -> HttpResponse:
     else:
         try:
             ACTIONS[name](tunnel, actor(request))
-            messages.success(request, f"Tunnel {tunnel.name} {DONE[name]}.")
+            if tunnel.interactive and name != "stop":
+                messages.success(request, f"Tunnel {tunnel.name} is starting: answer its login prompt on its page.")
+            else:
+                messages.success(request, f"Tunnel {tunnel.name} {DONE[name]}.")
         except ServiceError as exc:
             messages.error(request, exc.message)
     return redirect(next_page(request))

@@ -22,9 +22,11 @@ POLL_SECONDS = 3
 
 
 def table_rows(request: HttpRequest) -> list[rows.Row]:
-    tunnels = mine(request, Tunnel.objects.all()).order_by("name", "created_at", "id")
+    tunnels = list(mine(request, Tunnel.objects.all()).order_by("name", "created_at", "id"))
     now = timezone.now()
-    return [rows.row(tunnel, now) for tunnel in tunnels]
+    # One query for the whole table, none when no tunnel is interactive.
+    asking = services.pending_prompt_ids([t.pk for t in tunnels if t.interactive])
+    return [rows.row(tunnel, now, tunnel.pk in asking) for tunnel in tunnels]
 
 
 def index(request: HttpRequest) -> HttpResponse:

@@ -26,6 +26,8 @@ urlpatterns = [
     path("tunnels/<str:tunnel_id>/action/", tunnel.action, name="tunnel-action"),
     path("tunnels/<str:tunnel_id>/log/", tunnel.log_fragment, name="tunnel-log"),
     path("tunnels/<str:tunnel_id>/state/", tunnel.status_fragment, name="tunnel-state"),
+    path("tunnels/<str:tunnel_id>/prompt/", tunnel.prompt_fragment, name="tunnel-prompt"),
+    path("tunnels/<str:tunnel_id>/prompt/answer/", tunnel.answer_prompt, name="tunnel-prompt-answer"),
     path("tunnels/<str:tunnel_id>/test/", tunnel.test_connection, name="tunnel-test"),
     path("tunnels/<str:tunnel_id>/test/result/", tunnel.test_fragment, name="tunnel-test-result"),
     # Account pages: tokens, SSH keys, known hosts, request history.
