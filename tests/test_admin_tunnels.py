@@ -12,9 +12,9 @@ from django.utils import timezone
 from django.utils.html import escape
 
 from tests.factories import make_tunnel, tunnel_data
-from tunnels import services, services_keys, services_owner
+from tunnels import prompts, services, services_keys, services_owner
 from tunnels.admin.tunnels import ERROR_CHARS
-from tunnels.models import ConfigBackup, Desired, Status, Tunnel, TunnelSession, WorkerNode
+from tunnels.models import AuthPrompt, ConfigBackup, Desired, Status, Tunnel, TunnelSession, WorkerNode
 from tunnels.validation import CONFIG_FIELDS
 
 pytestmark = pytest.mark.django_db
@@ -69,12 +69,15 @@ def test_changing_desired_state_goes_through_the_service(client, root, owner, st
     assert services.marker_value() > before
 
 
-def test_interactive_tunnel_cannot_be_set_running(client, root, owner):
+def test_interactive_tunnel_may_be_set_running_and_begins_a_login(client, root, owner):
+    # Once refused ("cannot be meant to run"); an operator can now answer its prompt on this page.
     tunnel = make_tunnel(owner, interactive=True)
+    prompts.begin(tunnel.pk, "old-attempt")
     response = post_change(client, tunnel, desired_state=Desired.RUNNING)
-    assert response.status_code == 200 and b"cannot be meant to run" in response.content
+    assert response.status_code == 302, response.content[:2000]
     tunnel.refresh_from_db()
-    assert tunnel.desired_state == Desired.STOPPED
+    assert tunnel.desired_state == Desired.RUNNING and tunnel.desired_by == root
+    assert not AuthPrompt.objects.exists()  # request_start forgot the earlier login
 
 
 def test_changing_the_owner_moves_the_tunnel(client, root, owner, other):

@@ -32,6 +32,20 @@ def test_create_interactive_stays_stopped(owner):
     assert make_tunnel(owner, interactive=True).desired_state == Desired.STOPPED
 
 
+def test_create_interactive_with_an_explicit_start_begins_its_login(owner):
+    tunnel = services.create_tunnel(owner, tunnel_data(interactive=True), start=True)
+    assert Tunnel.objects.get(pk=tunnel.pk).desired_state == Desired.RUNNING
+
+
+def test_update_of_a_running_interactive_tunnel(owner):
+    """A new configuration needs a new login: stopped until a person starts it; auto_restart alone keeps it."""
+    tunnel = services.create_tunnel(owner, tunnel_data(interactive=True), start=True)
+    tunnel = services.update_tunnel(tunnel, {"auto_restart": False}, partial=True)
+    assert tunnel.desired_state == Desired.RUNNING
+    tunnel = services.update_tunnel(tunnel, {"remote_port": "9999"}, partial=True)
+    assert tunnel.desired_state == Desired.STOPPED
+
+
 def test_duplicate_config_is_refused(owner):
     data = tunnel_data()
     services.create_tunnel(owner, data)

@@ -7,7 +7,14 @@ from django.utils.safestring import SafeString
 
 # Background colors that keep white text readable in the admin's light and dark themes.
 GREEN, BLUE, ORANGE, RED, GREY = "#1e7e34", "#1f5fa8", "#b35c00", "#b3261e", "#5f6368"
-STATUS_COLORS = {"running": GREEN, "starting": BLUE, "backoff": ORANGE, "failed": RED, "stopped": GREY}
+STATUS_COLORS = {
+    "running": GREEN,
+    "starting": BLUE,
+    "backoff": ORANGE,
+    "failed": RED,
+    "stopped": GREY,
+    "needs_auth": ORANGE,  # an interactive tunnel whose login ended: a person must start it again
+}
 STYLE = "display:inline-block;padding:1px 7px;border-radius:9px;color:#fff;background:{};white-space:nowrap"
 
 

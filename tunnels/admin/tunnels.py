@@ -14,6 +14,7 @@ from django.utils.text import Truncator
 from tunnels import logfiles, preflight, services, services_owner
 from tunnels.admin import nodes
 from tunnels.admin.badges import ORANGE, RED, STATUS_COLORS, badge
+from tunnels.admin.prompt import LoginPromptAdmin
 from tunnels.models import REMOTE_TO_LOCAL, Desired, Tunnel, TunnelSession, WorkerNode
 from tunnels.validation import CONFIG_FIELDS, TunnelDataError, clean_tunnel_data
 
@@ -89,11 +90,6 @@ class TunnelAdminForm(forms.ModelForm):
             services_owner.check_owner_change(stored, owner, data.get("ssh_key"))
         else:
             services.resolve_key(owner, data.get("ssh_key"))  # only the owner's keys
-        if data.get("desired_state") == Desired.RUNNING and cleaned.get("interactive"):
-            raise services.NotRunnable(
-                "an interactive tunnel needs a person to authenticate: the worker cannot run it",
-                {"desired_state": ["an interactive tunnel cannot be meant to run"]},
-            )
 
 
 def _apply_desired(tunnel: Tunnel, desired: str, actor: services.Actor) -> None:
@@ -106,7 +102,7 @@ def _apply_desired(tunnel: Tunnel, desired: str, actor: services.Actor) -> None:
 
 
 @admin.register(Tunnel)
-class TunnelAdmin(admin.ModelAdmin):
+class TunnelAdmin(LoginPromptAdmin, admin.ModelAdmin):
     form = TunnelAdminForm
     # Few, narrow columns so the list fits 1280 px; the change page has everything.
     list_display = (

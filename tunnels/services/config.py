@@ -28,6 +28,7 @@ from tunnels.services.checks import (
     check_policy,
     default_key_id,
 )
+from tunnels.services.desired import request_start
 from tunnels.validation import HASH_FIELDS, REQUIRED, TunnelDataError, clean_tunnel_data
 from tunnelsite.errors import InvalidInput
 from tunnelsite.files import atomic_write
@@ -80,6 +81,8 @@ def _config_changed(tunnel: Tunnel, cleaned: dict[str, Any]) -> bool:
 
 def _save_new(owner, cleaned: dict[str, Any], actor: Actor, start: bool | None, backup: ConfigBackup) -> Tunnel:
     tunnel = Tunnel(owner=owner, **cleaned)
+    # An interactive tunnel is saved stopped even when asked to start: create_tunnel starts it
+    # afterwards through request_start, which begins its login.
     run = (not tunnel.interactive) if start is None else start
     tunnel.desired_state = Desired.RUNNING if run and not tunnel.interactive else Desired.STOPPED
     _set_desired_by(tunnel, actor)
@@ -128,7 +131,8 @@ def create_tunnel(
     required: tuple[str, ...] = REQUIRED,
     assign_port: bool = False,
 ) -> Tunnel:
-    """Validate and create one tunnel. A new non-interactive tunnel is meant to run.
+    """Validate and create one tunnel. A new non-interactive tunnel is meant to run; an interactive
+    one is created stopped unless ``start`` is true (then its login begins, as with request_start).
 
     ``required`` names the fields that must be sent (``validation.REQUIRED_WITH_NAME`` for
     the original's ``POST /config/new``); a missing one is a 400 and nothing is created.
@@ -152,6 +156,9 @@ def create_tunnel(
             _ensure_unique(owner, Tunnel(**{k: cleaned[k] for k in HASH_FIELDS}).compute_hash())
             ports.ensure_free(claimed_port(cleaned["direction"], cleaned["local_port"]))
             tunnel = _save_new(owner, cleaned, actor, start, snapshot(owner, "before create", actor))
+        if start and tunnel.interactive:
+            # Asked for explicitly (never by default): a person will answer its prompts.
+            request_start(tunnel, actor)
         bump_marker()
     return tunnel
 
@@ -192,8 +199,9 @@ def update_tunnel(tunnel: Tunnel, data: Any, actor: Actor = SYSTEM, *, partial: 
         backup = snapshot(tunnel.owner, f"before update of {tunnel.name}", actor)
         if changed:
             tunnel.generation += 1
-        if tunnel.interactive and tunnel.desired_state == Desired.RUNNING:
-            # The worker cannot answer an interactive prompt; don't leave it "meant to run".
+        if changed and tunnel.interactive and tunnel.desired_state == Desired.RUNNING:
+            # A new configuration needs a new login, and nobody may be there to answer its prompt: stopped
+            # until a person starts it (request_start). A change that keeps the process (auto_restart) keeps it.
             tunnel.desired_state = Desired.STOPPED
             _set_desired_by(tunnel, actor)
         _save_claiming(tunnel, backup)
