@@ -209,7 +209,8 @@ def scan_ps(needles: dict[str, bytes]) -> list[str]:
 def find_secret(
     secret: str, *, data_dir: Path | str, worker_pid: int | None = None, extra_files: Iterable[Path] = ()
 ) -> list[str]:
-    """Every place ``secret`` appears in a plain form (empty when it is nowhere)."""
+    """Every place ``secret`` appears in a plain form (empty when it is nowhere). ``extra_files``:
+    more files, or folders whose files are all read, outside the data dir."""
     if len(secret) < 4:
         raise ValueError("a secret this short would be found by chance")
     needles = forms(secret)
@@ -218,7 +219,8 @@ def find_secret(
     for path in database_files:
         places += scan_file(path, needles, "sqlite file")
     skip = {path.resolve() for path in database_files}
-    for path in [*regular_files(Path(data_dir)), *map(Path, extra_files)]:
+    extra = [found for path in map(Path, extra_files) for found in (regular_files(path) if path.is_dir() else [path])]
+    for path in [*regular_files(Path(data_dir)), *extra]:
         if path.resolve() not in skip:
             places += scan_file(path, needles)
     places += scan_processes(needles, worker_pid)

@@ -108,6 +108,7 @@ def test_finds_a_file_deep_in_the_data_dir_and_ignores_pipes(data_dir, tmp_path)
     assert any(place.startswith(f"file {encoded} at byte ") and "(base64" in place for place in places)
 
     assert f"file {outside} at byte 0 (plain)" in find_secret(secret, data_dir=data_dir, extra_files=[outside])
+    assert f"file {outside} at byte 0 (plain)" in find_secret(secret, data_dir=data_dir, extra_files=[tmp_path])
 
 
 # A stand-in worker: worker -> middle -> a child with the secret in argv, and a daemon with it in its
