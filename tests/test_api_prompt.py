@@ -7,6 +7,7 @@ The worker's side is played by calling tunnels.prompts.begin/ask/take directly, 
 from __future__ import annotations
 
 import logging
+from urllib.parse import urlencode
 
 import pytest
 from django.apps import apps
@@ -124,6 +125,15 @@ def test_answer_as_a_form_post_works_too(interactive, owner_client):
     asking(interactive)
     assert owner_client.post(url(interactive), {"answer": SECRET}).status_code == 202
     assert prompts.take(interactive.pk, "attempt1") == SECRET
+
+
+def test_answer_urlencoded_as_the_readme_sends_it(interactive, owner_client):
+    # curl --data-urlencode answer@- (README "Interactive tunnels")
+    asking(interactive)
+    body = urlencode({"answer": "p&ss=w rd+"})
+    response = owner_client.post(url(interactive), body, content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 202
+    assert prompts.take(interactive.pk, "attempt1") == "p&ss=w rd+"
 
 
 def test_nothing_pending_is_409_json_and_stores_nothing(interactive, owner_client):
