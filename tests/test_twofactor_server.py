@@ -112,29 +112,22 @@ def expected_questions(server, *prompts: str) -> list[str]:
     return [f"({server.user}@{server.host}) {prompt}" for prompt in prompts]
 
 
-def test_asks_password_then_code_and_forwards_local_traffic(twofactor, clients, target_server):
-    port = pool_port()
+@pytest.mark.parametrize("flag", ["-L", "-R"])
+def test_asks_password_then_code_and_forwards_traffic(twofactor, clients, target_server, flag):
+    # -L listens here (a pool port); -R makes the server listen (any free port).
+    port = pool_port() if flag == "-L" else free_port()
     client = clients(twofactor, [twofactor.password, twofactor.code]).start(
-        "-L", f"127.0.0.1:{port}:127.0.0.1:{target_server.port}"
+        flag, f"127.0.0.1:{port}:127.0.0.1:{target_server.port}"
     )
     wait_fetch(port, target_server.greeting, timeout=15)
     assert client.proc.poll() is None
     assert client.questions() == expected_questions(twofactor, PASSWORD_PROMPT, CODE_PROMPT)
     events = twofactor.events()
     assert "login ok: otp-user" in events
-    assert f"forward -L to 127.0.0.1:{target_server.port}: allowed" in events
+    expected = f"to 127.0.0.1:{target_server.port}" if flag == "-L" else f"on 127.0.0.1:{port}"
+    assert f"forward {flag} {expected}: allowed" in events
     # The server's log names no answer.
     assert not any(twofactor.password in line or twofactor.code in line for line in events)
-
-
-def test_forwards_remote_traffic(twofactor, clients, target_server):
-    port = free_port()
-    client = clients(twofactor, [twofactor.password, twofactor.code]).start(
-        "-R", f"127.0.0.1:{port}:127.0.0.1:{target_server.port}"
-    )
-    wait_fetch(port, target_server.greeting, timeout=15)
-    assert client.proc.poll() is None
-    assert f"forward -R on 127.0.0.1:{port}: allowed" in twofactor.events()
 
 
 @pytest.mark.parametrize(
