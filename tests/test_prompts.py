@@ -131,9 +131,3 @@ def test_responses_for_a_key_tunnel_are_refused(owner):
         services.request_start(tunnel, services.Actor(owner), responses=["pw"])
     tunnel.refresh_from_db()
     assert tunnel.desired_state == "stopped"
-
-
-def test_prompts_are_visible_only_to_their_tunnels_owner(tunnel, owner, other):
-    prompts.begin(tunnel.pk, "a1")
-    assert AuthPrompt.objects.visible_to(owner).count() == 1
-    assert AuthPrompt.objects.visible_to(other).count() == 0

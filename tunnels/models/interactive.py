@@ -6,7 +6,6 @@ from django.db import models
 from django.utils import timezone
 
 from tunnels.models.tunnel import Tunnel
-from tunnelsite.owned import OwnedQuerySet
 
 
 class AuthPrompt(models.Model):
@@ -15,10 +14,9 @@ class AuthPrompt(models.Model):
     Holds the question ssh asked (its text only) and, for a few seconds, the user's answer
     encrypted (tunnels.sshkeys Fernet). Answers given up front with a start wait in
     ``responses`` (an encrypted JSON list) until ssh asks. Nothing here outlives
-    ``settings.PROMPT_ANSWER_TTL``: ``tunnels.prompts.erase_stale`` blanks it.
+    ``settings.PROMPT_ANSWER_TTL``: ``tunnels.prompts.erase_stale`` blanks it. Not an owned model of
+    its own: every surface reaches it through a tunnel it may see (tunnelsite.owned), never by its id.
     """
-
-    owner_field = "tunnel__owner"
 
     tunnel = models.OneToOneField(Tunnel, on_delete=models.CASCADE, related_name="auth_prompt")
     # Which start attempt this belongs to (the worker's nonce); a late answer to an old attempt is refused.
@@ -35,8 +33,6 @@ class AuthPrompt(models.Model):
     responses = models.TextField(blank=True)
     responses_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
-
-    objects = OwnedQuerySet.as_manager()
 
     def __str__(self) -> str:
         return f"login of {self.tunnel_id}: {self.prompt or '(nothing asked)'}"
