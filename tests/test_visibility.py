@@ -29,8 +29,8 @@ from accounts.models import ALL_SCOPES, SCOPE_ADMIN, AccessKey, ApiRequest, ApiT
 from accounts.visibility import OwnerFilter
 from tests.conftest import client_for
 from tests.factories import make_tunnel
-from tunnels import services, sshkeys
-from tunnels.models import ConfigBackup, ConnectionTest, KnownHost, SshKey, Tunnel, TunnelSession
+from tunnels import prompts, services, sshkeys
+from tunnels.models import AuthPrompt, ConfigBackup, ConnectionTest, KnownHost, SshKey, Tunnel, TunnelSession
 from tunnelsite.owned import OwnedQuerySet, owner_field, visible
 
 pytestmark = pytest.mark.django_db
@@ -96,6 +96,18 @@ def new_connection_test(user) -> ConnectionTest:
     return ConnectionTest.objects.create(tunnel=make_tunnel(user), owner=user, requested_by=user)
 
 
+def new_auth_prompt(user) -> AuthPrompt:
+    """An interactive tunnel's login with a question waiting (as the worker records it)."""
+    tunnel = make_tunnel(user, interactive=True)
+    prompts.begin(tunnel.pk, "visibility")
+    prompts.ask(tunnel.pk, "visibility", "Password:", False)
+    return AuthPrompt.objects.get(tunnel=tunnel)
+
+
+def prompt_tunnel_id(obj: AuthPrompt) -> str:
+    return str(obj.tunnel.uuid)
+
+
 FACTORIES: dict[type[models.Model], Callable[[Any], models.Model]] = {
     Tunnel: new_tunnel,
     TunnelSession: new_session,
@@ -106,6 +118,7 @@ FACTORIES: dict[type[models.Model], Callable[[Any], models.Model]] = {
     ApiToken: new_token,
     AccessKey: new_access_key,
     ApiRequest: new_request,
+    AuthPrompt: new_auth_prompt,
 }
 
 
@@ -169,6 +182,7 @@ SURFACES = [
     Surface("calls", new_tunnel, None, "/api/v1/calls/client_status?tunnel={id}", ref=tunnel_id),
     Surface("ssh-keys", new_ssh_key, "/api/v1/ssh-keys/", "/api/v1/ssh-keys/{id}/"),
     Surface("known-hosts", new_known_host, "/api/v1/known-hosts/", "/api/v1/known-hosts/{id}/"),
+    Surface("login-prompt", new_auth_prompt, None, "/api/v1/tunnels/{id}/prompt/", ref=prompt_tunnel_id),
     Surface(
         "connection-tests",
         new_connection_test,
@@ -299,7 +313,12 @@ def test_owned_models_are_discovered():
 
 @pytest.mark.parametrize("model", owned_models(), ids=lambda model: model.__name__)
 def test_owned_model_declares_a_user_field_and_an_owned_manager(model):
-    field = model._meta.get_field(owner_field(model))
+    # The owner may be a relation away (AuthPrompt: "tunnel__owner").
+    *path, last = owner_field(model).split("__")
+    holder = model
+    for name in path:
+        holder = holder._meta.get_field(name).related_model
+    field = holder._meta.get_field(last)
     assert field.related_model is get_user_model()
     assert isinstance(model.objects.all(), OwnedQuerySet)
     assert model in FACTORIES, f"add a factory for {model.__name__} to FACTORIES (and a line to SURFACES)"

@@ -92,7 +92,9 @@ class TunnelForm(ServiceForm):
         required=False, label="SSH key", help_text="One of your SSH keys; empty for none (your only key by default)."
     )
     interactive = forms.BooleanField(
-        required=False, help_text="Needs a person to type a password: the worker never starts it."
+        required=False,
+        help_text="The SSH server asks for a password or a code: it starts only when you press Start, and you "
+        "answer on its page; never restarted by itself.",
     )
     auto_restart = forms.BooleanField(
         required=False, initial=True, label="Restart when it drops", help_text="Bring it back when the connection ends."
