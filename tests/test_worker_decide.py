@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tunnels.worker.decide import Action, Decision, Exit, Owner, View, decide
+from tunnels.worker.decide import GONE_MASTER, Action, Decision, Exit, Owner, View, decide
 
 RUNNING = dict(wanted=True, tracked=True, alive=True, healthy=True)
 STARTING = dict(wanted=True, tracked=True, alive=True, healthy=False)
@@ -16,6 +16,9 @@ CRASH = Exit(detail="exit status 255", needs_user=False, was_healthy=True)
 EARLY = Exit(detail="connection refused: nothing accepts SSH connections at h", needs_user=False, was_healthy=False)
 REFUSED_KEY = Exit(detail="permission denied (publickey): …", needs_user=True, was_healthy=False)
 CHANGED = "host key of h changed"
+LOGIN = dict(interactive=True)  # an ssh master whose login a person answers
+DENIED = Exit(detail="permission denied: wrong password", needs_user=True, was_healthy=False)
+KILLED = Exit(detail="killed by SIGKILL", needs_user=False, was_healthy=True)
 
 
 def row(expected: Decision | Action, case_id: str, **view):
@@ -139,6 +142,67 @@ CASES = [
         start_slot=False,
         restart=True,
     ),  # fmt: skip
+    # --- interactive tunnels: never retried, never restarted -----------------------------------------------
+    row(Decision(Action.START, "start"), "interactive, a new start request: a new login", wanted=True, **LOGIN),
+    row(
+        Decision(Action.NEEDS_AUTH, GONE_MASTER),
+        "interactive, this generation's login ended and no master is here (restart, lost node)",
+        wanted=True,
+        login_over=True,
+        **LOGIN,
+    ),
+    row(
+        Decision(Action.NEEDS_AUTH, GONE_MASTER),
+        "interactive login over beats a back-off and a start slot",
+        wanted=True,
+        login_over=True,
+        backoff_remaining=3.0,
+        start_slot=False,
+        **LOGIN,
+    ),
+    row(Action.ADOPT, "interactive master found after a worker restart: adopt", wanted=True, groups=1, **LOGIN),
+    row(
+        Decision(Action.LOGIN_FAILED, DENIED.detail, needs_user=True),
+        "interactive, wrong answer: login failed, never retried",
+        wanted=True,
+        exit=DENIED,
+        **LOGIN,
+    ),
+    row(
+        Decision(Action.LOGIN_FAILED, EARLY.detail, needs_user=True),
+        "interactive, server unreachable: login failed too (a retry would need the secret again)",
+        wanted=True,
+        exit=EARLY,
+        **LOGIN,
+    ),
+    row(
+        Decision(Action.NEEDS_AUTH, "ssh master ended (killed by SIGKILL): start it again and log in"),
+        "interactive master killed after it ran: needs_auth, not restarted",
+        wanted=True,
+        exit=KILLED,
+        **LOGIN,
+    ),
+    row(
+        Action.NEEDS_AUTH,
+        "interactive master ended with auto restart off: needs_auth all the same",
+        wanted=True,
+        exit=KILLED,
+        auto_restart=False,
+        **LOGIN,
+    ),
+    row(Action.SETTLE, "interactive master ended after a stop request: settle", wanted=False, exit=KILLED, **LOGIN),
+    row(Action.CHECK, "interactive, waiting for an answer: checked", **LOGIN, **STARTING),
+    row(
+        Decision(Action.LOGIN_FAILED, "the login did not complete within 8 seconds (see its log)"),
+        "interactive, checked, login not through by the deadline",
+        checked=True,
+        start_deadline_passed=True,
+        start_limit=8,
+        **LOGIN,
+        **STARTING,
+    ),
+    row(Action.STOP, "interactive, stop requested while a prompt waits", **{**STARTING, "wanted": False}, **LOGIN),
+    row(Action.REPLACE, "interactive, new configuration: a new login", generation_matches=False, **LOGIN, **RUNNING),
 ]
 
 

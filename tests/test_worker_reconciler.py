@@ -13,8 +13,9 @@ from tests.worker_fixtures import make_key
 from tunnels import services
 from tunnels.agent import agent_processes
 from tunnels.models import Desired, ExitReason, Status, Tunnel, TunnelSession, WorkerNode
-from tunnels.reconciler import INTERACTIVE_ERROR, Reconciler, explain
+from tunnels.reconciler import Reconciler, explain
 from tunnels.ssh import NO_KEY_ERROR
+from tunnels.worker.decide import GONE_MASTER
 
 pytestmark = pytest.mark.django_db
 
@@ -49,16 +50,19 @@ def test_heartbeat_registers_the_node(owner):
     assert services.live_workers().filter(pk=node.pk).exists()
 
 
-def test_interactive_tunnel_meant_to_run_is_failed_with_a_reason_and_never_started(owner):
+def test_interactive_tunnel_whose_login_ended_elsewhere_needs_auth_and_is_never_started(owner):
+    # Meant to run, this generation's login made (by a lost node, or before a restart), no master here.
     tunnel = make_tunnel(owner, interactive=True)
-    Tunnel.objects.filter(pk=tunnel.pk).update(desired_state=Desired.RUNNING)
+    Tunnel.objects.filter(pk=tunnel.pk).update(desired_state=Desired.RUNNING, running_generation=tunnel.generation)
     services.bump_marker()
 
     reconciler = Reconciler("node-a")
     reconciler.reconcile_once()
+    reconciler.reconcile_once(full=True)
 
     tunnel.refresh_from_db()
-    assert (tunnel.status, tunnel.last_error, tunnel.pid) == (Status.FAILED, INTERACTIVE_ERROR, None)
+    assert (tunnel.status, tunnel.last_error, tunnel.pid) == (Status.NEEDS_AUTH, GONE_MASTER, None)
+    assert (tunnel.desired_state, tunnel.node) == (Desired.STOPPED, "")
     assert reconciler.tracked == {}
 
 

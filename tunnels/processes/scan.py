@@ -9,7 +9,7 @@ from pathlib import Path
 import psutil
 from django.conf import settings
 
-from tunnels.ssh import DATA_DIR_ENV, GENERATION_ENV, MARKER_ENV, NODE_ENV
+from tunnels.ssh import DATA_DIR_ENV, GENERATION_ENV, KIND_ENV, MARKER_ENV, NODE_ENV
 
 TUNNEL_NAMES = ("autossh", "ssh")
 
@@ -26,6 +26,7 @@ class Found:
     generation: int | None = None
     orphan: bool = False
     ssh_pids: list[int] = field(default_factory=list)
+    master: bool = False  # an interactive tunnel's ssh control master (no autossh above it)
 
 
 @dataclass
@@ -34,6 +35,7 @@ class Marker:
     data_dir: str
     node: str
     generation: int | None
+    kind: str = ""  # KIND_ENV: "master" for an interactive tunnel's ssh
 
 
 class Scanner:
@@ -82,11 +84,13 @@ def _read_marker(pid: int) -> Marker | None:
         data_dir=env.get(DATA_DIR_ENV, ""),
         node=env.get(NODE_ENV, ""),
         generation=int(generation) if generation and generation.isdigit() else None,
+        kind=env.get(KIND_ENV, ""),
     )
 
 
 def _group(marked: dict[int, tuple[dict, Marker]]) -> dict[str, list[Found]]:
-    """autossh processes with their ssh children; an ssh without a marked parent is an orphan."""
+    """autossh processes with their ssh children; an ssh without a marked parent is an orphan, unless
+    it is an interactive tunnel's master (the tunnel's process itself)."""
     result: dict[str, list[Found]] = {}
     by_pid: dict[int, Found] = {}
     for pid, (info, marker) in marked.items():
@@ -98,7 +102,11 @@ def _group(marked: dict[int, tuple[dict, Marker]]) -> dict[str, list[Found]]:
         if info["name"] != "ssh":
             continue
         parent = by_pid.get(info["ppid"])
-        if parent is not None:
+        if marker.kind == "master":
+            found = Found(marker.uuid, pid, info["create_time"], _pgid(pid), marker.node, marker.generation)
+            found.master = True
+            result.setdefault(marker.uuid, []).append(found)
+        elif parent is not None:
             parent.ssh_pids.append(pid)
         else:
             found = Found(marker.uuid, pid, info["create_time"], _pgid(pid), marker.node, marker.generation, True)

@@ -76,8 +76,9 @@ def request_start(
     with transaction.atomic():
         if tunnel.interactive:
             prompts.preload(tunnel, responses)
-            if tunnel.desired_state == Desired.RUNNING and tunnel.pid is None:
-                # Meant to run but not running (its login ended): a new generation is a new attempt.
+            if tunnel.pid is None:
+                # Not running (never started, stopped, or its login ended): a new generation is a new
+                # attempt, which the worker tells from the generation whose login already ended.
                 Tunnel.objects.filter(pk=tunnel.pk).update(generation=F("generation") + 1)
         _set_desired([tunnel], Desired.RUNNING, actor)
     tunnel.refresh_from_db()

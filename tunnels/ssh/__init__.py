@@ -26,11 +26,29 @@ from tunnels.ssh.command import (
     pinned_options,
     remote_end,
 )
+from tunnels.ssh.master import (
+    MASTER,
+    build_master_command,
+    control,
+    control_command,
+    control_path,
+    ensure_private,
+    master_command,
+    runtime_dir,
+)
 from tunnels.ssh.preflight import PREFLIGHT_CONNECT_TIMEOUT, config_query_command, preflight_command, ssh_bin
 from tunnels.ssh.prepare import command_for, empty_config_path, identity_for, known_hosts_path, ssh_dir
 from tunnels.ssh.redaction import redact, redact_for
 
 __all__ = [
+    "MASTER",
+    "build_master_command",
+    "control",
+    "control_command",
+    "control_path",
+    "ensure_private",
+    "master_command",
+    "runtime_dir",
     "DATA_DIR_ENV",
     "GENERATION_ENV",
     "KIND_ENV",

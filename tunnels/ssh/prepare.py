@@ -55,15 +55,20 @@ def command_for(tunnel: Tunnel, node: str = "", agent: Agent | None = None, *, a
     use ``TUNNELSITE_SSH_CONFIG``, the server key and the worker's own agent.
     """
     identity = identity_for(tunnel, agent)
-    known_hosts = known_hosts_path(tunnel)
-    known_hosts.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if tunnel.owner.is_staff:
-        config = settings.SSH_CONFIG or None
-    else:
-        config = empty_config_path()
-        if not config.exists():
-            config.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            config.write_text("# Deliberately empty: non-staff tunnels must not use the server's ssh config.\n")
+    known_hosts, config = prepare_files(tunnel)
     return build_command(
         tunnel, identity=identity, known_hosts=known_hosts, ssh_config=config, node=node, address=address
     )
+
+
+def prepare_files(tunnel: Tunnel) -> tuple[Path, Path | str | None]:
+    """The owner's known_hosts path (its directory made) and the ``-F`` config: the empty one for non-staff."""
+    known_hosts = known_hosts_path(tunnel)
+    known_hosts.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if tunnel.owner.is_staff:
+        return known_hosts, settings.SSH_CONFIG or None
+    config = empty_config_path()
+    if not config.exists():
+        config.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        config.write_text("# Deliberately empty: non-staff tunnels must not use the server's ssh config.\n")
+    return known_hosts, config

@@ -65,6 +65,8 @@ class Acting:
             held=retries.held(tunnel),
             restart=tunnel.consecutive_failures > 0 or self._queued.get(tunnel.pk, False),
             start_slot=self._start_slot(),
+            interactive=tunnel.interactive,
+            login_over=tunnel.interactive and tunnel.running_generation == tunnel.generation,
         )
 
     def _owner(self, tunnel: Tunnel, step: Step) -> Owner:
@@ -87,7 +89,9 @@ class Acting:
         return False
 
     def _do_adopt(self, tunnel: Tunnel, decision: Decision, step: Step) -> bool:
-        self.adopt(tunnel, next(f for f in step.found if not f.orphan))
+        if self.adopt(tunnel, next(f for f in step.found if not f.orphan)) is None:
+            step.found = []  # a master that did not answer: stopped, the tunnel needs a new login
+            return False
         return True
 
     def _do_stop_strays(self, tunnel: Tunnel, decision: Decision, step: Step) -> bool:
@@ -117,6 +121,14 @@ class Acting:
         self._spawn(tunnel, restart=True)  # first: no write may delay the restart
         if str(tunnel.uuid) in self.tracked:  # (a start that failed wrote its own reason)
             self._update(tunnel, last_error=decision.reason)
+        return False
+
+    def _do_login_failed(self, tunnel: Tunnel, decision: Decision, step: Step) -> bool:
+        self.login_failed(tunnel, self.tracked.get(str(tunnel.uuid)), decision.reason)
+        return False
+
+    def _do_needs_auth(self, tunnel: Tunnel, decision: Decision, step: Step) -> bool:
+        self.needs_auth(tunnel, self.tracked.get(str(tunnel.uuid)), decision.reason)
         return False
 
     def _do_fail(self, tunnel: Tunnel, decision: Decision, step: Step) -> bool:
@@ -154,7 +166,8 @@ class Acting:
         if not tracked.healthy:
             if tracked.first_check is None:
                 tracked.first_check = time.monotonic()
-            children = processes.children(tracked.pid)  # its ssh, without a scan of the machine
+            # autossh's ssh, without a scan of the machine (a master's only child is its askpass helper)
+            children = None if tracked.master else processes.children(tracked.pid)
             if children:
                 tracked.ssh_pids = children
         self.check(tunnel, tracked, read_logs=step.read_logs)
@@ -207,7 +220,13 @@ class Acting:
 def _deadline_passed(tracked: Tracked | None, limit: float) -> bool:
     if tracked is None or tracked.first_check is None or tracked.reconnecting is not None:
         return False
-    return time.monotonic() - tracked.first_check > limit
+    since = tracked.first_check
+    login = tracked.login
+    if login is not None:  # a master's login: counted from its last question or answer, not while one waits
+        if login.waiting:
+            return False
+        since = max(since, login.last_event)
+    return time.monotonic() - since > limit
 
 
 def _remaining(tunnel: Tunnel) -> float:

@@ -84,6 +84,7 @@ class Bookkeeping:
         if not WorkerNode.objects.filter(name=self.node).update(**values):
             WorkerNode.objects.update_or_create(name=self.node, defaults={**values, "started_at": self._started_at})
         self._problems_changed = False
+        self.erase_stale_prompts()  # answers left in the database: blanked within seconds (tunnels.prompts)
 
     # --- node-level problems (WorkerNode.error) -----------------------------------
 
@@ -143,7 +144,9 @@ class Bookkeeping:
 
     def _settle_stopped(self, tunnel: Tunnel) -> None:
         values = {}
-        if tunnel.status != Status.STOPPED:
+        # An interactive tunnel's failed login or ended master keeps saying so until it is started again.
+        resting = tunnel.interactive and tunnel.status in (Status.FAILED, Status.NEEDS_AUTH)
+        if tunnel.status != Status.STOPPED and not resting:
             values.update(status=Status.STOPPED, pid=None, process_create_time=None)
         if tunnel.backoff_until or tunnel.consecutive_failures:
             values.update(backoff_until=None, consecutive_failures=0)

@@ -16,20 +16,20 @@ from tunnels import netpolicy
 from tunnels.models import Tunnel
 from tunnels.ssh import NO_KEY_ERROR
 
-INTERACTIVE_ERROR = (
-    "interactive tunnels need a person to answer ssh's prompts; the worker never starts them "
-    "(start it from a terminal, or set interactive to false and use key authentication)"
+GONE_MASTER = (
+    "its ssh master is gone (a restarted worker or another node cannot log in again without you): "
+    "start it again and log in"
 )
 
 
 def precondition_error(tunnel: Tunnel) -> str | None:
     """Why ``tunnel`` cannot run as configured (a pure check of its row), or None."""
-    if tunnel.interactive:
-        return INTERACTIVE_ERROR
     refused = netpolicy.row_problem(tunnel)  # the row may predate the policy, or a grant was withdrawn
     if refused:
         return refused
     if tunnel.ssh_key_id is None:
+        if tunnel.interactive:
+            return None  # a password login needs no key (and never gets the server's)
         # Never the server's key for a user's tunnel: it would reach every server that trusts it.
         return None if tunnel.owner.is_staff else NO_KEY_ERROR
     if tunnel.ssh_key.is_expired():
@@ -65,6 +65,8 @@ class Action(StrEnum):
     HOLD = "hold"  # port clashes gave up: only a start request or a new configuration retries
     QUEUE = "queue"  # wanted, but no start slot this pass (batch or max startups)
     START = "start"
+    LOGIN_FAILED = "login failed"  # interactive: failed, desired stopped, never retried
+    NEEDS_AUTH = "needs auth"  # interactive: its master is gone; only a person can log in again
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,8 @@ class View:
     held: bool = False  # tunnels.retries.held
     restart: bool = False  # a start now counts as a restart
     start_slot: bool = True  # the pass may start one more (WORKER_START_BATCH, WORKER_MAX_STARTUPS)
+    interactive: bool = False  # runs as an ssh master whose login a person answers
+    login_over: bool = False  # interactive: this generation's login was made already (no new start request)
 
 
 @dataclass(frozen=True)
@@ -140,6 +144,10 @@ def _exited(view: View) -> Decision | None:
     if view.exit is None or not view.wanted:
         return None
     exit_ = view.exit
+    if view.interactive:  # never restarted: that would need the secret again (or lock the account)
+        if exit_.was_healthy:
+            return Decision(Action.NEEDS_AUTH, f"ssh master ended ({exit_.detail}): start it again and log in")
+        return Decision(Action.LOGIN_FAILED, exit_.detail, needs_user=True)
     if not view.auto_restart:
         return Decision(
             Action.DISABLE,
@@ -172,11 +180,17 @@ def _tracked(view: View) -> Decision | None:
     if not view.checked:
         return Decision(Action.CHECK, "running" if view.healthy else "starting")
     if view.start_deadline_passed:
+        if view.interactive:
+            return Decision(
+                Action.LOGIN_FAILED, f"the login did not complete within {view.start_limit} seconds (see its log)"
+            )
         return Decision(Action.FAIL, f"the tunnel did not come up within {view.start_limit} seconds (see its log)")
     return Decision(Action.WAIT_UP, "starting")
 
 
 def _start(view: View) -> Decision:
+    if view.interactive and view.login_over:
+        return Decision(Action.NEEDS_AUTH, GONE_MASTER)
     if view.backoff_remaining > 0:
         return Decision(Action.WAIT_BACKOFF, f"retry in {view.backoff_remaining:.1f}s")
     if view.held:

@@ -70,7 +70,7 @@ class Health:
         tracked.healthy = False  # until check() sees the forward work, this very pass
         failure = explain(tracked.seen, tunnel)
         worked = tunnel.status == Status.RUNNING or tunnel.last_error.startswith("reconnecting:")
-        if failure and not failure[1] and worked:
+        if failure and not failure[1] and worked and not tracked.master:
             tracked.reconnecting = time.monotonic()  # a drop autossh is retrying, as before the restart
 
     def exit_words(self, tracked: Tracked) -> str:
@@ -86,7 +86,7 @@ class Health:
         """Every second (no database): a running tunnel whose ssh child changed or exited lost its
         connection, and gets the next pass's attention. One small /proc read per running tunnel."""
         for key, tracked in self.tracked.items():
-            if not tracked.healthy or tracked.connection is None or not tracked.alive():
+            if tracked.master or not tracked.healthy or tracked.connection is None or not tracked.alive():
                 continue  # (a dead autossh is the pass's to reap and restart, not a dropped connection)
             children = processes.children(tracked.pid)
             if children is not None and tuple(sorted(children)) != tracked.connection:
@@ -113,6 +113,8 @@ class Health:
             self._update(tunnel, status=Status.RUNNING, last_error="", consecutive_failures=0, backoff_until=None)
         self._touch_key(tunnel)
         hostkeys.seen(tunnel)  # keep the key ssh trusted on first use
+        if tracked.master:
+            self.login_succeeded(tunnel, tracked)
         verb = "reconnected" if again else "is running"
         logger.info("tunnel %s (%s) %s, pid %s", tunnel.name, tunnel.uuid, verb, tracked.pid)
 
@@ -160,12 +162,13 @@ class Health:
         return min(expiry, time.monotonic() + outage.PROBE_SECONDS)
 
     def _forward_up(self, tunnel: Tunnel, tracked: Tracked) -> bool:
-        if not tracked.ssh_pids:
+        holders = tracked.forward_pids()
+        if not holders:
             return False
         if tunnel.is_forward_local:
             host, port = split_local(tunnel.local_port)
             # One read of the machine's listening sockets per pass, matched against this ssh's fds only.
-            if not processes.holds_listener(tracked.ssh_pids, port, self.listening_table()):
+            if not processes.holds_listener(holders, port, self.listening_table()):
                 return False
             return _accepts(host, port)
         if not authenticated_last(tracked.seen):
@@ -176,7 +179,11 @@ class Health:
         return now - tracked.authenticated_at >= REMOTE_SETTLE
 
     def fail(self, tunnel: Tunnel, tracked: Tracked | None, reason: str, needs_user: bool) -> None:
-        """Stop the attempt, record why in the tunnel, and schedule a retry with exponential back-off."""
+        """Stop the attempt, record why in the tunnel, and schedule a retry with exponential back-off
+        (an interactive tunnel's login is never retried: tunnels.worker.logins)."""
+        if tunnel.interactive:
+            self.login_failed(tunnel, tracked, reason)
+            return
         if tracked is not None:
             exit_reason = ExitReason.CRASHED if tracked.healthy else ExitReason.FAILED
             self.stop(tunnel, tracked, exit_reason, reason, settle=False)

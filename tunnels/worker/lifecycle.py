@@ -40,10 +40,15 @@ class Lifecycle:
 
     def start(self, tunnel: Tunnel, *, restart: bool = False) -> Tracked | None:
         hostkeys.sync_owner(tunnel.owner_id)  # the owner's known_hosts, as the database trusts them
+        login = None
         try:
             # Resolved here, at connect time, and ssh pinned to it: DNS cannot swap the address afterwards.
             address = netpolicy.resolve_destination(tunnel)
-            command = command_for(tunnel, node=self.node, agent=self.agent, address=address)
+            if tunnel.interactive:
+                login = self.prepare_master(tunnel, address)  # an ssh master and a login attempt
+                command = login.command
+            else:
+                command = command_for(tunnel, node=self.node, agent=self.agent, address=address)
         except (KeyUnusable, AgentError, NoKey, netpolicy.DestinationRefused) as exc:
             self.fail(tunnel, None, str(exc), True)
             return None
@@ -57,6 +62,8 @@ class Lifecycle:
             offset=offset,
             popen=popen,
         )
+        if login is not None:
+            self.master_spawned(tracked, login.attempt, tunnel)
         self.tracked[str(tunnel.uuid)] = tracked
         self.watch_tracked(tracked)
         now = timezone.now()
@@ -78,8 +85,11 @@ class Lifecycle:
         logger.info("started tunnel %s (%s) pid %s: %s", tunnel.name, tunnel.uuid, popen.pid, command.display)
         return tracked
 
-    def adopt(self, tunnel: Tunnel, found: processes.Found) -> Tracked:
-        """Take over a live process (after a worker restart or from a lost node on this host)."""
+    def adopt(self, tunnel: Tunnel, found: processes.Found) -> Tracked | None:
+        """Take over a live process (after a worker restart or from a lost node on this host).
+
+        A master is adopted once it answers ``ssh -O check``; one that does not (it was still logging
+        in when its worker died) is stopped, and the tunnel needs a new login."""
         tracked = Tracked(
             tunnel_id=tunnel.pk,
             pid=found.pid,
@@ -89,6 +99,9 @@ class Lifecycle:
             offset=0,
             ssh_pids=found.ssh_pids,
         )
+        if found.master and not self.adopt_master(tunnel, tracked):
+            self.needs_auth(tunnel, None, "ssh master found without a working control socket: start it again")
+            return None
         self.read_back(tunnel, tracked)  # its state is read from its log and port, not assumed
         self.tracked[str(tunnel.uuid)] = tracked
         self.watch_tracked(tracked)
@@ -125,8 +138,14 @@ class Lifecycle:
         processes.stop_group(tracked.pgid, tracked.pids(), tracked.popen, reap_orphans=self.reap_orphans)
         self.unwatch_tracked(tracked)
         ran = tracked.healthy or tracked.reconnecting is not None  # a reconnecting tunnel had been running
+        reason = ExitReason.CRASHED if ran else ExitReason.FAILED
+        if tracked.master and not ran:
+            detail = self.login_words(tracked, detail)
+            if detail.startswith(("permission denied", "login timed out")):
+                reason = ExitReason.AUTH_FAILED
+        self.login_over(tracked)
         # Written after the restart (with the time of the exit): database trouble must not lengthen the outage.
-        self._defer_close(tracked, ExitReason.CRASHED if ran else ExitReason.FAILED, detail)
+        self._defer_close(tracked, reason, detail)
         self.tracked.pop(str(tunnel.uuid), None)
         logger.info("tunnel %s (%s) pid %s exited: %s", tunnel.name, tunnel.uuid, tracked.pid, detail)
         return Exit(detail=detail, needs_user=failure[1] if failure else False, was_healthy=ran)

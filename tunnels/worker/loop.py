@@ -19,6 +19,7 @@ from django.conf import settings
 from django.db import close_old_connections
 
 from tunnels import processes
+from tunnels.ssh import askpass
 from tunnels.worker.exits import POLL_SECONDS
 from tunnels.worker.reconciler import Reconciler
 from tunnels.worker.trouble import Trouble
@@ -54,6 +55,10 @@ class Loop:
         self.reconciler.preflights.shutdown(wait=True)
 
     def run(self) -> None:
+        try:
+            askpass.install()  # the helper interactive tunnels' ssh runs (a new version, a new name)
+        except OSError as exc:
+            logger.warning("askpass helper not installed yet (tried again at the first login): %s", exc)
         self.wake = Wake(self.reconciler.exits)
         self.wake.install_signals(self.on_signal)
         logger.info("worker %s started (marker poll %.2fs without notifications)", self.node, self.interval)
@@ -127,6 +132,7 @@ class Loop:
     def shutdown(self) -> None:
         reconciler = self.reconciler
         reconciler.preflights.shutdown()
+        reconciler.close_broker()  # a helper still waiting is refused: its login fails, the master stays
         if self.stop_on_exit:
             reconciler.stop_all()
             reconciler.agent.stop()  # the keys go with it

@@ -43,6 +43,7 @@ from tunnels.worker.decide import Action, decide
 from tunnels.worker.exits import ExitEvents, ExitWatch
 from tunnels.worker.health import Health
 from tunnels.worker.lifecycle import Lifecycle
+from tunnels.worker.logins import Logins
 from tunnels.worker.resources import Resources
 from tunnels.worker.stopping import PendingStop, Stopping
 from tunnels.worker.tracked import Tracked
@@ -58,7 +59,14 @@ MAX_STEPS = 8
 RELATED = ("owner", "desired_by_token", "ssh_key")
 
 
-class Reconciler(ExitEvents, Bookkeeping, Acting, Lifecycle, Stopping, Health, Resources):
+# Tunnels at rest: stopped, or an interactive tunnel whose login ended (failed, needs_auth) and that
+# nobody asked to start again. No node claims them.
+AT_REST = Q(status=Status.STOPPED) | Q(
+    interactive=True, desired_state=Desired.STOPPED, status__in=[Status.FAILED, Status.NEEDS_AUTH]
+)
+
+
+class Reconciler(ExitEvents, Bookkeeping, Acting, Lifecycle, Logins, Stopping, Health, Resources):
     def __init__(self, node: str | None = None, *, reap_orphans: bool = False) -> None:
         self.node = node or settings.NODE_NAME
         self.reap_orphans = reap_orphans
@@ -152,9 +160,7 @@ class Reconciler(ExitEvents, Bookkeeping, Acting, Lifecycle, Stopping, Health, R
             live = self._live_nodes()
             found = self.scanner.scan()
             self.prefetch_sessions(found)
-            mine_or_claimable = Q(node=self.node) | (
-                ~Q(node__in=live) & (Q(desired_state=Desired.RUNNING) | ~Q(status=Status.STOPPED))
-            )
+            mine_or_claimable = Q(node=self.node) | (~Q(node__in=live) & (Q(desired_state=Desired.RUNNING) | ~AT_REST))
             tunnels = list(Tunnel.objects.select_related(*RELATED).filter(mine_or_claimable))
             handled: set[str] = set()
             for tunnel in tunnels:
@@ -163,6 +169,7 @@ class Reconciler(ExitEvents, Bookkeeping, Acting, Lifecycle, Stopping, Health, R
             self._forget_unhandled(handled, found, live, set(self.tracked) | set(found))
             self._forget_attention({t.pk for t in tunnels})
             if sync_keys:
+                self.check_masters(tunnels)  # ``ssh -O check``, at most once a minute per master
                 self._sync_agent(tunnels)
                 self._bound_logs(tunnels)
                 self._repair_history(tunnels)

@@ -57,8 +57,10 @@ class Stopping:
     ) -> None:
         """Stop now and wait (the caller needs the port or the slot at once)."""
         key = str(tunnel.uuid)
+        self.exit_master(tracked)  # an interactive tunnel's master: ``ssh -O exit``, the group kill after it
         processes.stop_group(tracked.pgid, tracked.pids(), tracked.popen, reap_orphans=self.reap_orphans)
         self.unwatch_tracked(tracked)
+        self.login_over(tracked)
         self.tracked.pop(key, None)
         self._close_session(tracked, reason, detail, ended_by=ended_by)
         logger.info("stopped tunnel %s (%s) pid %s: %s", tunnel.name, key, tracked.pid, reason)
@@ -69,6 +71,8 @@ class Stopping:
         """Signal now; wait with the others of this batch (``finish_stops``)."""
         self.tracked.pop(key, None)
         self.unwatch_tracked(tracked)  # its exit is awaited here, not reported as an event
+        self.exit_master(tracked)
+        self.login_over(tracked)
         item = PendingStop(key, tracked, tunnel, reason, detail, **how)
         processes.terminate_groups([item.group])
         self._stopping.append(item)

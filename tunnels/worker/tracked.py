@@ -6,6 +6,8 @@ import subprocess
 import time
 import uuid as uuid_mod
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from tunnels import processes
 
@@ -35,6 +37,11 @@ class Tracked:
     connection: tuple[int, ...] | None = None  # the ssh pids of the connection last seen working
     reconnecting: float | None = None  # when a drop of a working connection was noticed (monotonic)
     server_back: float | None = None  # when the server of a reconnecting tunnel first answered again
+    # An interactive tunnel's ssh master (tunnels.worker.logins) instead of autossh.
+    master: bool = False
+    control: Path | None = None  # its control socket
+    login: Any = None  # its login attempt while it lasts (tunnels.worker.askpass.Attempt)
+    next_control_check: float = 0.0  # monotonic time of the next ``ssh -O check``
 
     def alive(self) -> bool:
         if self.popen is not None:
@@ -45,6 +52,10 @@ class Tracked:
     def authenticating(self) -> bool:
         """Spawned, not yet through ssh authentication (what an SSH server's MaxStartups counts)."""
         return not self.healthy and AUTHENTICATED not in self.seen
+
+    def forward_pids(self) -> list[int]:
+        """The processes that hold the forward: autossh's ssh children, or the master itself."""
+        return [self.pid] if self.master else self.ssh_pids
 
     def watched(self) -> list[int]:
         """The pids whose exit concerns this tunnel: its autossh and its ssh children."""
