@@ -10,14 +10,13 @@ import logging
 from urllib.parse import urlencode
 
 import pytest
-from django.apps import apps
-from django.db import connection
 from django.utils import timezone
 
 from accounts import request_log
 from accounts.models import ApiRequest
 from tests.conftest import client_for
 from tests.factories import make_tunnel, tunnel_data
+from tests.secret_scan import find_secret
 from tunnels import prompts, services
 from tunnels.models import AuthPrompt, Desired, Status, Tunnel, WorkerNode
 
@@ -47,16 +46,9 @@ def interactive(owner):
     return make_tunnel(owner, interactive=True)
 
 
-def everything_stored() -> str:
-    """Every text column of every table, as one string (to search for a secret)."""
-    parts = []
-    with connection.cursor() as cursor:
-        for model in apps.get_models():
-            table = model._meta.db_table
-            columns = [f.column for f in model._meta.concrete_fields]
-            cursor.execute(f"SELECT {', '.join(connection.ops.quote_name(c) for c in columns)} FROM {table}")  # noqa: S608 - names from the models
-            parts.extend(str(row) for row in cursor.fetchall())
-    return "\n".join(parts)
+def leaks(data_dir) -> list[str]:
+    """Every place the secret stands in a plain form: all tables, database files, data dir, processes."""
+    return find_secret(SECRET, data_dir=data_dir)
 
 
 # --- GET ----------------------------------------------------------------------
@@ -107,14 +99,14 @@ def test_staff_acting_as_admin_sees_and_answers_anyones_prompt(interactive, staf
 # --- POST ---------------------------------------------------------------------
 
 
-def test_answer_is_accepted_stored_encrypted_then_taken_once(interactive, owner_client):
+def test_answer_is_accepted_stored_encrypted_then_taken_once(interactive, owner_client, data_dir):
     asking(interactive)
     response = owner_client.post(url(interactive), {"answer": SECRET}, format="json")
     assert response.status_code == 202
     assert response.json() == {"accepted": True}
     row = AuthPrompt.objects.get()
     assert row.answer and SECRET not in row.answer  # sealed, not plain
-    assert SECRET not in everything_stored()
+    assert leaks(data_dir) == []
     assert owner_client.get(url(interactive)).json()["pending"] is False  # answered: nothing left to answer
     assert prompts.take(interactive.pk, "attempt1") == SECRET
     assert prompts.take(interactive.pk, "attempt1") is None
@@ -188,7 +180,7 @@ def test_operate_token_may_answer(owner, interactive):
     assert client_for(owner, ["operate"]).post(url(interactive), {"answer": SECRET}, format="json").status_code == 202
 
 
-def test_answer_never_in_request_history_or_logs(interactive, owner_client, caplog):
+def test_answer_never_in_request_history_or_logs(interactive, owner_client, caplog, data_dir):
     asking(interactive)
     with caplog.at_level(logging.DEBUG):
         owner_client.post(url(interactive), {"answer": SECRET}, format="json")
@@ -199,7 +191,7 @@ def test_answer_never_in_request_history_or_logs(interactive, owner_client, capl
     assert len(recorded) >= 3
     assert SECRET not in str(recorded)
     assert SECRET not in caplog.text
-    assert SECRET not in everything_stored()
+    assert leaks(data_dir) == []
 
 
 # --- start with answers up front -----------------------------------------------
@@ -212,13 +204,13 @@ def test_start_of_an_interactive_tunnel_is_200_and_begins_a_login(interactive, o
     assert Tunnel.objects.get(pk=interactive.pk).desired_state == Desired.RUNNING
 
 
-def test_start_with_responses_keeps_them_encrypted_for_ssh_in_order(interactive, owner_client):
+def test_start_with_responses_keeps_them_encrypted_for_ssh_in_order(interactive, owner_client, data_dir):
     response = owner_client.post(
         url(interactive, "start/") + "?wait=0", {"responses": [SECRET, "123456"]}, format="json"
     )
     assert response.status_code == 200, response.json()
     assert SECRET not in response.content.decode()
-    assert SECRET not in everything_stored()
+    assert leaks(data_dir) == []
     prompts.begin(interactive.pk, "w1")
     assert prompts.ask(interactive.pk, "w1", "Password:", False) == SECRET
     assert prompts.ask(interactive.pk, "w1", "Verification code:", True) == "123456"
