@@ -16,7 +16,10 @@ import pytest
 
 from tests.browser import PHONE, publish, screenshot
 from tests.factories import make_tunnel
-from tunnels import prompts
+from tests.interactive_servers import password_sshd
+from tests.procs import pool_port
+from tests.worker_fixtures import wait_fetch
+from tunnels import prompts, services
 from tunnels.models import Desired, Tunnel
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -99,3 +102,34 @@ def test_an_expired_prompt_disables_the_form(page_for, owner):
     expect()(page.locator(".login-card")).to_be_visible()
     expect()(page.locator("[data-countdown]")).to_contain_text("Time is up", timeout=WAIT_MS)
     assert page.locator("#prompt-answer").is_disabled()
+
+
+@pytest.fixture(scope="module")
+def pw_sshd(tmp_path_factory):
+    with password_sshd(tmp_path_factory.mktemp("pwsshd-browser")) as server:
+        yield server
+
+
+def test_real_login_through_the_browser_runs_the_tunnel(page_for, worker_factory, owner, pw_sshd, target_server):
+    """The real worker and password sshd: the question is ssh's own, the typed password logs in."""
+    worker_factory()
+    port = pool_port()
+    data = {
+        "name": "browser-login",
+        "remote_host": pw_sshd.destination,
+        "ssh_port": pw_sshd.port,
+        "local_port": str(port),
+        "remote_port": f"127.0.0.1:{target_server.port}",
+        "interactive": True,
+    }
+    tunnel = services.create_tunnel(owner, data)
+    page = page_for(owner, "alice-pass-123")
+    page.goto(f"/tunnels/{tunnel.uuid}/")
+    page.get_by_role("button", name="Start", exact=True).click()
+    card = page.locator(".login-card")
+    expect()(card).to_contain_text(f"{pw_sshd.user}@", timeout=WAIT_MS)  # ssh's own question
+    page.locator("#prompt-answer").fill(pw_sshd.password)
+    card.get_by_role("button", name="Send").click()
+    expect()(page.locator("#tunnel-state .badge")).to_have_text("running", timeout=WAIT_MS * 2)
+    assert wait_fetch(port, target_server.greeting)
+    assert pw_sshd.password not in page.content()
