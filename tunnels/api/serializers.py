@@ -244,7 +244,8 @@ class TunnelCreateSerializer(TunnelWriteSerializer):
     desired_state = serializers.ChoiceField(
         choices=Desired.choices,
         required=False,
-        help_text="Default: `running` unless interactive. `stopped` creates it without starting it.",
+        help_text="Default: `running` unless interactive. `stopped` creates it without starting it; an interactive "
+        "tunnel created `running` begins its login at once (answer it at `/api/v1/tunnels/{id}/prompt/`).",
     )
 
 
