@@ -190,3 +190,14 @@ def test_descends_from_follows_the_parent_chain_only(owner):
     finally:
         child.kill()
         child.wait()
+
+
+def test_a_login_waiting_for_an_answer_holds_no_startup_slot():
+    from tunnels.worker.askpass import Attempt
+    from tunnels.worker.tracked import Tracked
+
+    tracked = Tracked(tunnel_id=1, pid=1, create_time=None, pgid=1, generation=1, offset=0, master=True)
+    tracked.login = Attempt(tunnel_id=1, attempt="1-a", nonce="n")
+    assert tracked.authenticating  # connecting: counts against WORKER_MAX_STARTUPS like any start
+    tracked.login.waiting = True
+    assert not tracked.authenticating and tracked.waiting_for_answer  # a person may take minutes

@@ -15,6 +15,7 @@ from tests.procs import pool_port, wait_for
 from tests.worker_fixtures import fetch, wait_fetch, wait_gone, wait_status
 from tunnels import prompts, services
 from tunnels.models import AuthPrompt, Desired, ExitReason, Status, Tunnel, TunnelSession
+from tunnels.ssh import master
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
@@ -48,13 +49,13 @@ def local_port(tunnel: Tunnel) -> int:
     return int(tunnel.local_port.rpartition(":")[2])
 
 
-def master_of(tunnel: Tunnel) -> psutil.Process:
+def master_process(tunnel: Tunnel) -> psutil.Process:
     tunnel.refresh_from_db()
     return psutil.Process(tunnel.pid)
 
 
 def test_prompt_answered_runs_the_tunnel_and_carries_traffic(worker_factory, owner, pw_sshd, target_server):
-    worker_factory(extra_env=FAST)
+    worker = worker_factory(extra_env=FAST)
     tunnel = make_interactive(owner, pw_sshd, target_server)
     services.request_start(tunnel)
 
@@ -67,17 +68,19 @@ def test_prompt_answered_runs_the_tunnel_and_carries_traffic(worker_factory, own
 
     wait_status(tunnel, Status.RUNNING, timeout=15)
     assert wait_fetch(local_port(tunnel), target_server.greeting)
-    master = master_of(tunnel)
-    assert master.name() == "ssh" and "-M" in master.cmdline()
+    proc = master_process(tunnel)
+    assert proc.name() == "ssh" and "-M" in proc.cmdline()
     assert not AuthPrompt.objects.filter(tunnel=tunnel).exists()  # the login left nothing behind
     session = TunnelSession.objects.get(tunnel=tunnel)
     assert session.pid == tunnel.pid and session.ended_at is None
 
     services.request_stop(tunnel)
     wait_status(tunnel, Status.STOPPED)
-    wait_gone([master.pid])
+    wait_gone([proc.pid])
     session.refresh_from_db()
     assert session.exit_reason == ExitReason.STOPPED_BY_USER
+    # Ended through its control socket (ssh -O exit), the group kill only behind it.
+    assert f"ssh master pid {proc.pid} asked to exit through its control socket" in worker.log_text()
 
 
 def test_wrong_answer_fails_with_permission_denied_and_is_not_retried(worker_factory, owner, pw_sshd, target_server):
@@ -152,6 +155,12 @@ def test_worker_restart_adopts_the_master_without_a_prompt(worker_factory, owner
     assert target_server.greeting in fetch(local_port(tunnel))
     assert TunnelSession.objects.filter(tunnel=tunnel, ended_at=None).count() == 1
 
+    # Its control socket works for the new worker's supervision: ssh -O exit ends it, never restarted.
+    assert master.control(master.control_path(tunnel), "check")
+    assert master.control(master.control_path(tunnel), "exit")
+    wait_status(tunnel, Status.NEEDS_AUTH, timeout=10)
+    assert tunnel.last_error.startswith("ssh master ended (")
+
 
 def test_killed_master_needs_auth_is_not_restarted_and_a_new_start_prompts(
     worker_factory, owner, pw_sshd, target_server
@@ -179,3 +188,42 @@ def test_killed_master_needs_auth_is_not_restarted_and_a_new_start_prompts(
     wait_status(tunnel, Status.RUNNING, timeout=15)
     assert tunnel.pid != pid
     assert wait_fetch(local_port(tunnel), target_server.greeting)
+
+
+def test_remote_forward_runs_after_the_login(worker_factory, owner, pw_sshd, target_server):
+    """-R: the server listens, the master forwards back to the target here; up once it authenticated."""
+    worker_factory(extra_env=FAST)
+    remote_port = pool_port()
+    data = {
+        "name": f"login-r-{os.getpid()}-{next(_names)}",
+        "remote_host": pw_sshd.destination,
+        "ssh_port": pw_sshd.port,
+        "direction": "local_to_remote",
+        "local_port": str(target_server.port),
+        "remote_port": str(remote_port),
+        "interactive": True,
+    }
+    tunnel = services.create_tunnel(owner, data)
+    services.request_start(tunnel)
+    wait_prompt(tunnel)
+    services.answer_prompt(tunnel, pw_sshd.password)
+
+    wait_status(tunnel, Status.RUNNING, timeout=15)
+    assert wait_fetch(remote_port, target_server.greeting)
+
+
+def test_stop_while_a_prompt_waits_ends_the_login(worker_factory, owner, pw_sshd, target_server):
+    worker_factory(extra_env=FAST)
+    tunnel = make_interactive(owner, pw_sshd, target_server)
+    services.request_start(tunnel)
+    wait_prompt(tunnel)
+    pid = master_process(tunnel).pid
+
+    services.request_stop(tunnel)
+
+    wait_status(tunnel, Status.STOPPED, timeout=10)
+    wait_gone([pid])
+    assert not AuthPrompt.objects.filter(tunnel=tunnel).exists()
+    assert TunnelSession.objects.get(tunnel=tunnel).exit_reason == ExitReason.STOPPED_BY_USER
+    with pytest.raises(prompts.NoPrompt):
+        services.answer_prompt(tunnel, pw_sshd.password)

@@ -12,6 +12,7 @@ from tunnels.agent import AgentError, KeyUnusable
 from tunnels.models import Desired, ExitReason, Status, Tunnel, TunnelSession
 from tunnels.ssh import NoKey, command_for
 from tunnels.worker.decide import Exit
+from tunnels.worker.logins import login_refused
 from tunnels.worker.tracked import Tracked
 
 logger = logging.getLogger("tunnelsite.worker")
@@ -141,7 +142,7 @@ class Lifecycle:
         reason = ExitReason.CRASHED if ran else ExitReason.FAILED
         if tracked.master and not ran:
             detail = self.login_words(tracked, detail)
-            if detail.startswith(("permission denied", "login timed out")):
+            if login_refused(detail):
                 reason = ExitReason.AUTH_FAILED
         self.login_over(tracked)
         # Written after the restart (with the time of the exit): database trouble must not lengthen the outage.

@@ -32,6 +32,11 @@ LOGIN_REFUSED = "permission denied: the SSH server did not accept the login (wro
 GONE_WORDS = "its ssh master is gone (a new worker or node cannot log in again without you): start it again and log in"
 
 
+def login_refused(words: str) -> bool:
+    """The server refused the login, or nobody answered: the session ends as ``auth_failed``."""
+    return words == LOGIN_REFUSED or words.startswith("login timed out")
+
+
 @dataclass
 class MasterStart:
     command: object
@@ -110,9 +115,8 @@ class Logins:
     def login_failed(self, tunnel: Tunnel, tracked: Tracked | None, reason: str) -> None:
         """The login did not get through: failed, desired stopped, never retried."""
         reason = self.login_words(tracked, reason)
-        refused = reason.startswith(("permission denied", "login timed out"))
         if tracked is not None:
-            exit_reason = ExitReason.AUTH_FAILED if refused else ExitReason.FAILED
+            exit_reason = ExitReason.AUTH_FAILED if login_refused(reason) else ExitReason.FAILED
             self.stop(tunnel, tracked, exit_reason, reason, settle=False)
         prompts.end(tunnel.pk)
         self._update(
@@ -156,7 +160,12 @@ class Logins:
     def exit_master(self, tracked: Tracked) -> None:
         """``ssh -O exit`` first (a clean end of the connection); the group kill follows anyway."""
         if tracked.master and tracked.control is not None and tracked.alive():
-            control(tracked.control, "exit")
+            if control(tracked.control, "exit"):
+                logger.info(
+                    "tunnel %s: ssh master pid %s asked to exit through its control socket",
+                    tracked.tunnel_id,
+                    tracked.pid,
+                )
 
     def check_masters(self, tunnels: list[Tunnel]) -> None:
         """At the resync: every running master still answers on its control socket."""

@@ -213,7 +213,8 @@ class Reconciler(ExitEvents, Bookkeeping, Acting, Lifecycle, Logins, Stopping, H
     # --- what needs attention -------------------------------------------------
 
     def _attention(self, now: float) -> set[int]:
-        ids = {tr.tunnel_id for tr in self.tracked.values() if not tr.healthy}
+        # (a login waiting for a person's answer needs no look: its ssh is blocked on the question)
+        ids = {tr.tunnel_id for tr in self.tracked.values() if not tr.healthy and not tr.waiting_for_answer}
         if self.exited:  # an autossh or one of its ssh exited (tunnels.worker.exits)
             ids.update(tr.tunnel_id for tr in self.tracked.values() if not self.exited.keys().isdisjoint(tr.watched()))
         ids.update(pk for pk, when in self._due.items() if when <= now)

@@ -50,8 +50,16 @@ class Tracked:
 
     @property
     def authenticating(self) -> bool:
-        """Spawned, not yet through ssh authentication (what an SSH server's MaxStartups counts)."""
-        return not self.healthy and AUTHENTICATED not in self.seen
+        """Spawned, not yet through ssh authentication (what an SSH server's MaxStartups counts).
+
+        A login waiting for a person's answer does not count: it may wait minutes, and must not hold
+        up the starts of other tunnels."""
+        return not self.healthy and AUTHENTICATED not in self.seen and not self.waiting_for_answer
+
+    @property
+    def waiting_for_answer(self) -> bool:
+        """An interactive tunnel's ssh is blocked on a question nobody answered yet."""
+        return self.login is not None and self.login.waiting
 
     def forward_pids(self) -> list[int]:
         """The processes that hold the forward: autossh's ssh children, or the master itself."""
