@@ -229,6 +229,24 @@ def test_stop_while_a_prompt_waits_ends_the_login(worker_factory, owner, pw_sshd
         services.answer_prompt(tunnel, pw_sshd.password)
 
 
+def test_a_start_while_a_prompt_waits_begins_a_new_login_with_its_answers(
+    worker_factory, owner, pw_sshd, target_server
+):
+    worker_factory(extra_env=FAST)
+    tunnel = make_interactive(owner, pw_sshd, target_server)
+    services.request_start(tunnel)
+    wait_prompt(tunnel)
+    first = master_process(tunnel).pid
+
+    services.request_start(tunnel, responses=[pw_sshd.password])  # e.g. a script that knows the password
+
+    wait_status(tunnel, Status.RUNNING, timeout=15)
+    assert tunnel.pid != first
+    wait_gone([first])
+    assert wait_fetch(local_port(tunnel), target_server.greeting)
+    assert not AuthPrompt.objects.filter(tunnel=tunnel).exists()
+
+
 @pytest.fixture(scope="module")
 def twofactor(tmp_path_factory):
     pytest.importorskip("asyncssh")

@@ -184,9 +184,13 @@ def take(tunnel_id: int, attempt: str) -> str | None:
     return _open(sealed)
 
 
-def end(tunnel_id: int) -> None:
-    """The login is over (succeeded, failed or given up): nothing of it stays."""
-    AuthPrompt.objects.filter(tunnel_id=tunnel_id).delete()
+def end(tunnel_id: int, attempt: str | None = None) -> None:
+    """The login is over (succeeded, failed or given up): nothing of it stays. With ``attempt``, only
+    that attempt's row goes (a start request may already have put the next attempt's answers there)."""
+    rows = AuthPrompt.objects.filter(tunnel_id=tunnel_id)
+    if attempt is not None:
+        rows = rows.filter(attempt=attempt)
+    rows.delete()
 
 
 def erase_stale(now: datetime | None = None) -> int:

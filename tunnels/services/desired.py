@@ -11,6 +11,7 @@ from django.utils import timezone
 from tunnels import prompts
 from tunnels.models import (
     Desired,
+    Status,
     Tunnel,
 )
 from tunnels.services.base import SYSTEM, Actor, NotRunnable, bump_marker
@@ -76,9 +77,10 @@ def request_start(
     with transaction.atomic():
         if tunnel.interactive:
             prompts.preload(tunnel, responses)
-            if tunnel.pid is None:
-                # Not running (never started, stopped, or its login ended): a new generation is a new
-                # attempt, which the worker tells from the generation whose login already ended.
+            if tunnel.pid is None or tunnel.status != Status.RUNNING:
+                # Not running (never started, stopped, its login ended, or a login under way): a new
+                # generation is a new attempt, which the worker tells from one whose login already ended
+                # (and a login under way is replaced: its question was just forgotten by preload).
                 Tunnel.objects.filter(pk=tunnel.pk).update(generation=F("generation") + 1)
         _set_desired([tunnel], Desired.RUNNING, actor)
     tunnel.refresh_from_db()

@@ -94,10 +94,13 @@ class Logins:
         """Nothing of the login stays: the pending question, answers, the broker's attempt."""
         if not tracked.master:
             return
-        if tracked.login is not None and self._broker is not None:
-            self._broker.forget(tracked.login.nonce)
-        tracked.login = None
-        prompts.end(tracked.tunnel_id)
+        login, tracked.login = tracked.login, None
+        if login is None:
+            prompts.end(tracked.tunnel_id)  # adopted: whatever is left of its login
+            return
+        if self._broker is not None:
+            self._broker.forget(login.nonce)
+        prompts.end(tracked.tunnel_id, login.attempt)
 
     def login_succeeded(self, tunnel: Tunnel, tracked: Tracked) -> None:
         self.login_over(tracked)
@@ -117,8 +120,9 @@ class Logins:
         reason = self.login_words(tracked, reason)
         if tracked is not None:
             exit_reason = ExitReason.AUTH_FAILED if login_refused(reason) else ExitReason.FAILED
-            self.stop(tunnel, tracked, exit_reason, reason, settle=False)
-        prompts.end(tunnel.pk)
+            self.stop(tunnel, tracked, exit_reason, reason, settle=False)  # its login ends with it
+        else:
+            prompts.end(tunnel.pk)
         self._update(
             tunnel,
             status=Status.FAILED,
@@ -134,8 +138,9 @@ class Logins:
     def needs_auth(self, tunnel: Tunnel, tracked: Tracked | None, reason: str) -> None:
         """The master is gone after it ran (or cannot be had here): a person must log in again."""
         if tracked is not None:
-            self.stop(tunnel, tracked, ExitReason.CRASHED, reason, settle=False)
-        prompts.end(tunnel.pk)
+            self.stop(tunnel, tracked, ExitReason.CRASHED, reason, settle=False)  # its login ends with it
+        else:
+            prompts.end(tunnel.pk)
         self._update(
             tunnel,
             status=Status.NEEDS_AUTH,
