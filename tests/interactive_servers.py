@@ -123,3 +123,47 @@ def _stop(proc: subprocess.Popen) -> None:
                 child.kill()
         psutil.wait_procs(children, timeout=3)
     kill_group(proc)
+
+
+# --- tunnels through these servers (appended for the two-factor and secret tests) -----------------
+
+
+def interactive_tunnel(owner, server, target, name: str = "login", pin: str | None = None):
+    """An interactive -L tunnel of ``owner`` through ``server`` (a PasswordServer or a
+    tests.twofactor_server.TwoFactorServer) to ``target``. ``pin``: a known_hosts line put into the
+    owner's known hosts first (through the API, as a user would); None: trust on first use."""
+    from tests.conftest import client_for
+    from tests.procs import pool_port
+    from tunnels import services
+
+    if pin is not None:
+        pinned = client_for(owner).post("/api/v1/known-hosts/", {"line": pin}, format="json")
+        assert pinned.status_code == 201, pinned.content
+    data = {
+        "name": f"{name}-{server.port}",
+        "remote_host": server.destination,
+        "ssh_port": server.port,
+        "local_port": str(pool_port()),
+        "remote_port": str(target.port),
+        "interactive": True,
+    }
+    return services.create_tunnel(owner, data)
+
+
+def wait_question(tunnel, question: str, timeout: float = 20.0):
+    """The tunnel's pending prompt once it is ``question`` (ssh puts "(user@host) " before a
+    keyboard-interactive one); the failure names the tunnel's last state."""
+    from tunnels import services
+
+    def asked():
+        pending = services.pending_prompt(tunnel)
+        return pending if pending is not None and pending.prompt.endswith(question) else None
+
+    try:
+        return wait_for(asked, timeout=timeout, message=question)
+    except AssertionError:
+        tunnel.refresh_from_db()
+        raise AssertionError(
+            f"no prompt {question!r} within {timeout} s (last: {tunnel.status} {tunnel.last_error!r}, "
+            f"pending {services.pending_prompt(tunnel)})"
+        ) from None
