@@ -162,6 +162,24 @@ def test_worker_restart_adopts_the_master_without_a_prompt(worker_factory, owner
     assert tunnel.last_error.startswith("ssh master ended (")
 
 
+def test_a_worker_crash_during_a_login_ends_it_as_needs_auth(worker_factory, owner, pw_sshd, target_server):
+    """The helper loses the broker with the worker: ssh's login fails; the new worker never logs in again."""
+    worker = worker_factory(extra_env=FAST)
+    tunnel = make_interactive(owner, pw_sshd, target_server)
+    services.request_start(tunnel)
+    wait_prompt(tunnel)
+    pid = master_process(tunnel).pid
+
+    worker.kill()
+    wait_gone([pid])
+    worker.start()
+
+    wait_status(tunnel, Status.NEEDS_AUTH, timeout=10)
+    assert "log in" in tunnel.last_error and tunnel.desired_state == Desired.STOPPED
+    assert prompts.pending(tunnel) is None
+    assert TunnelSession.objects.filter(tunnel=tunnel, ended_at=None).count() == 0
+
+
 def test_killed_master_needs_auth_is_not_restarted_and_a_new_start_prompts(
     worker_factory, owner, pw_sshd, target_server
 ):
