@@ -45,6 +45,16 @@ def wait_prompt(tunnel: Tunnel, timeout: float = 15.0) -> prompts.Pending:
     return wait_for(lambda: prompts.pending(tunnel), timeout=timeout, message=f"a prompt of {tunnel.name}")
 
 
+def ended_session(tunnel: Tunnel) -> TunnelSession:
+    """The tunnel's one session once its end is written (the worker writes it at the end of the pass,
+    after the tunnel's status)."""
+    return wait_for(
+        lambda: TunnelSession.objects.filter(tunnel=tunnel).exclude(ended_at=None).first(),
+        timeout=5,
+        message=f"the session of {tunnel.name} ended",
+    )
+
+
 def local_port(tunnel: Tunnel) -> int:
     return int(tunnel.local_port.rpartition(":")[2])
 
@@ -93,8 +103,7 @@ def test_wrong_answer_fails_with_permission_denied_and_is_not_retried(worker_fac
     wait_status(tunnel, Status.FAILED, timeout=15)
     assert "permission denied" in tunnel.last_error
     assert tunnel.desired_state == Desired.STOPPED and tunnel.pid is None
-    session = TunnelSession.objects.get(tunnel=tunnel)
-    assert session.exit_reason == ExitReason.AUTH_FAILED
+    assert ended_session(tunnel).exit_reason == ExitReason.AUTH_FAILED
     time.sleep(2)  # several passes: nothing starts it again, nothing asks again
     tunnel.refresh_from_db()
     assert (tunnel.status, tunnel.desired_state) == (Status.FAILED, Desired.STOPPED)
@@ -113,7 +122,7 @@ def test_unanswered_prompt_times_out_with_a_reason(worker_factory, owner, pw_ssh
     assert tunnel.last_error.startswith("login timed out: nobody answered '")
     assert "within 5 s" in tunnel.last_error
     assert tunnel.desired_state == Desired.STOPPED
-    assert TunnelSession.objects.get(tunnel=tunnel).exit_reason == ExitReason.AUTH_FAILED
+    assert ended_session(tunnel).exit_reason == ExitReason.AUTH_FAILED
     assert not AuthPrompt.objects.filter(tunnel=tunnel).exists()
 
 
@@ -198,7 +207,7 @@ def test_killed_master_needs_auth_is_not_restarted_and_a_new_start_prompts(
     tunnel.refresh_from_db()
     assert (tunnel.status, tunnel.pid) == (Status.NEEDS_AUTH, None)
     assert TunnelSession.objects.filter(tunnel=tunnel, ended_at=None).count() == 0
-    assert TunnelSession.objects.get(tunnel=tunnel).exit_reason == ExitReason.CRASHED
+    assert ended_session(tunnel).exit_reason == ExitReason.CRASHED
 
     services.request_start(tunnel)
     wait_prompt(tunnel)
@@ -242,7 +251,7 @@ def test_stop_while_a_prompt_waits_ends_the_login(worker_factory, owner, pw_sshd
     wait_status(tunnel, Status.STOPPED, timeout=10)
     wait_gone([pid])
     assert not AuthPrompt.objects.filter(tunnel=tunnel).exists()
-    assert TunnelSession.objects.get(tunnel=tunnel).exit_reason == ExitReason.STOPPED_BY_USER
+    assert ended_session(tunnel).exit_reason == ExitReason.STOPPED_BY_USER
     with pytest.raises(prompts.NoPrompt):
         services.answer_prompt(tunnel, pw_sshd.password)
 
