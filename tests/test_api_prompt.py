@@ -10,7 +10,9 @@ import logging
 from urllib.parse import urlencode
 
 import pytest
+import yaml
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from accounts import request_log
 from accounts.models import ApiRequest
@@ -290,3 +292,24 @@ def test_status_filter_accepts_needs_auth(owner, interactive, owner_client):
     make_tunnel(owner)
     body = owner_client.get("/api/v1/tunnels/", {"status": "needs_auth"}).json()
     assert [item["id"] for item in body["entries"]] == [str(interactive.uuid)]
+
+
+# --- the schema ------------------------------------------------------------------
+
+
+def test_schema_documents_the_prompt_endpoint_responses_and_needs_auth():
+    schema = yaml.safe_load(APIClient().get("/api/schema/").content)
+    prompt = schema["paths"]["/api/v1/tunnels/{id}/prompt/"]
+    assert set(prompt["get"]["responses"]) >= {"200", "404"}
+    assert set(prompt["post"]["responses"]) >= {"202", "400", "404", "409"}
+    answer_ref = prompt["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    assert "answer" in schema["components"]["schemas"][answer_ref.rsplit("/", 1)[1]]["properties"]
+    start = schema["paths"]["/api/v1/tunnels/{id}/start/"]["post"]
+    start_ref = start["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    assert "responses" in schema["components"]["schemas"][start_ref.rsplit("/", 1)[1]]["properties"]
+    tunnel = schema["components"]["schemas"]["Tunnel"]["properties"]
+    assert tunnel["prompt_pending"]["type"] == "boolean"
+    status_ref = tunnel["status"].get("$ref") or tunnel["status"]["allOf"][0]["$ref"]
+    assert "needs_auth" in schema["components"]["schemas"][status_ref.rsplit("/", 1)[1]]["enum"]
+    filters = {p["name"]: p for p in schema["paths"]["/api/v1/tunnels/"]["get"]["parameters"]}
+    assert "needs_auth" in filters["status"]["schema"]["enum"]
