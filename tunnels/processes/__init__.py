@@ -1,7 +1,9 @@
 """Starting, finding and stopping tunnel processes (used by the worker only).
 
 A tunnel runs as ``autossh`` (which runs ``ssh``) in a session of its own, so
-the pair is one process group. Processes carry the tunnel's uuid and the data
+the pair is one process group; an interactive tunnel runs as one ``ssh`` control
+master (marked ``TUNNELSITE_TUNNEL_KIND=master``, found and adopted like autossh).
+Processes carry the tunnel's uuid and the data
 dir in their environment; ``Scanner.scan`` finds them again with one psutil
 pass, and (pid, create time) pairs make sure a recycled PID is never taken for
 a tunnel. Split by role: ``scan``, ``launch``, ``stopping``, ``reaping``, ``sockets``.

@@ -1,4 +1,7 @@
-"""The reconciler: make the running autossh processes match the desired state.
+"""The reconciler: make the running tunnel processes match the desired state.
+
+Two process kinds share it: autossh (which runs ssh) for key tunnels, and one foreground ssh
+control master per interactive tunnel, whose login is answered by a person (tunnels.worker.logins).
 
 ``Reconciler(node).reconcile_once()`` is one pass, of one of three kinds:
 

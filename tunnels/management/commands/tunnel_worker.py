@@ -9,7 +9,10 @@ from tunnels.worker.loop import Loop
 
 
 class Command(BaseCommand):
-    help = "Keep the autossh tunnel processes in line with the desired state in the database."
+    help = (
+        "Keep the tunnel processes (autossh, and ssh control masters of interactive tunnels) in line with "
+        "the desired state in the database."
+    )
     # System checks import every URLconf and the API schema machinery (~18 MB the
     # worker never uses); `manage.py check` and `migrate` run them at deploy time.
     requires_system_checks = []
