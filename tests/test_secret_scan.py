@@ -11,6 +11,7 @@ import json
 import os
 import re
 import secrets
+import subprocess
 import sys
 import textwrap
 
@@ -183,3 +184,36 @@ def _pgid(pid: int) -> int | None:
         return os.getpgid(pid)
     except ProcessLookupError:
         return None
+
+
+LOCK_PROBE = textwrap.dedent(
+    """
+    import sqlite3, sys
+    try:
+        sqlite3.connect(sys.argv[1], timeout=0).execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        print(exc)
+    else:
+        print("got the write lock")
+    """
+)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_scanning_the_sqlite_files_keeps_this_processs_locks_on_them(data_dir):
+    """fcntl locks belong to the process: had the scan opened and closed the database's files here, SQLite's
+    locks would be gone (another writer could write under us; the test database was lost that way once)."""
+    from django.db import transaction
+
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite's files only")
+    with transaction.atomic():  # IMMEDIATE (tunnelsite.env): this process holds the write lock now
+        connection.cursor().execute("SELECT 1")
+
+        def probe() -> str:
+            name = connection.settings_dict["NAME"]
+            return subprocess.run([sys.executable, "-c", LOCK_PROBE, name], capture_output=True, text=True).stdout
+
+        assert probe().strip() == "database is locked"
+        assert find_secret(new_secret(), data_dir=data_dir) == []
+        assert probe().strip() == "database is locked"
