@@ -3,6 +3,8 @@ and a real sshd on loopback for end-to-end tests."""
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 from rest_framework.test import APIClient
 
@@ -19,14 +21,17 @@ def data_dir(settings, tmp_path):
 
     An in-process ``Reconciler`` starts the data dir's ssh-agent, which outlives
     it by design (running tunnels need it): stop it, by PID, whatever the outcome.
+    Its runtime dir of sockets (outside the data dir, for sun_path's 108 bytes) goes too.
     """
     from tunnels.agent import kill_agents
+    from tunnels.ssh.master import runtime_dir
 
     path = tmp_path / "data"
     path.mkdir()
     settings.DATA_DIR = path
     yield path
     kill_agents(path)
+    shutil.rmtree(runtime_dir(path), ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
