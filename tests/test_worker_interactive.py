@@ -274,45 +274,4 @@ def test_a_start_while_a_prompt_waits_begins_a_new_login_with_its_answers(
     assert not AuthPrompt.objects.filter(tunnel=tunnel).exists()
 
 
-@pytest.fixture(scope="module")
-def twofactor(tmp_path_factory):
-    pytest.importorskip("asyncssh")
-    from tests.twofactor_server import running_twofactor
-
-    with running_twofactor(tmp_path_factory.mktemp("twofactor")) as server:
-        yield server
-
-
-def test_two_questions_are_answered_one_after_the_other(worker_factory, owner, twofactor, target_server):
-    """Password, then a one-time code (two keyboard-interactive rounds): each a prompt of its own."""
-    worker_factory(extra_env=FAST)
-    tunnel = make_interactive(owner, twofactor, target_server)
-    services.request_start(tunnel)
-
-    # ssh names the login before a keyboard-interactive question: "(user@[host]:port) Password:"
-    assert wait_prompt(tunnel).prompt.endswith("Password:")
-    services.answer_prompt(tunnel, twofactor.password)
-    assert wait_for(lambda: (p := prompts.pending(tunnel)) and p.prompt.endswith("Verification code:"), timeout=10)
-    services.answer_prompt(tunnel, twofactor.code)
-
-    wait_status(tunnel, Status.RUNNING, timeout=15)
-    assert wait_fetch(local_port(tunnel), target_server.greeting)
-
-
-def test_two_answers_given_with_the_start_are_used_in_order(worker_factory, owner, twofactor, target_server):
-    worker_factory(extra_env=FAST)
-    tunnel = make_interactive(owner, twofactor, target_server)
-    services.request_start(tunnel, responses=[twofactor.password, twofactor.code])
-
-    wait_status(tunnel, Status.RUNNING, timeout=15)
-    assert wait_fetch(local_port(tunnel), target_server.greeting)
-    assert prompts.pending(tunnel) is None
-
-
-def test_a_wrong_code_fails_the_login(worker_factory, owner, twofactor, target_server):
-    worker_factory(extra_env=FAST)
-    tunnel = make_interactive(owner, twofactor, target_server)
-    services.request_start(tunnel, responses=[twofactor.password, "00000000" if twofactor.code != "00000000" else "1"])
-
-    wait_status(tunnel, Status.FAILED, timeout=15)
-    assert "permission denied" in tunnel.last_error and tunnel.desired_state == Desired.STOPPED
+# Two prompts (password, then a one-time code) through a two-factor server: tests/test_interactive_twofactor.py.

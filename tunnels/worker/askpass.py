@@ -80,9 +80,10 @@ class Broker:
         return self
 
     def _accept(self) -> None:
-        while not self._closing:
+        sock = self._sock  # close() clears the attribute; this thread keeps its own reference
+        while not self._closing and sock is not None:
             try:
-                conn, _ = self._sock.accept()
+                conn, _ = sock.accept()
             except OSError:
                 if self._closing:
                     return
