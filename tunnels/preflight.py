@@ -20,8 +20,9 @@ POLL_INTERVAL = 0.1
 # The steps a test reports, in order; "worker": the worker running it stopped (or broke) before a result.
 STEPS = ("resolve", "connect", "host_key", "auth", "forward", "worker")
 INTERACTIVE_REFUSAL = (
-    "interactive tunnels cannot be tested: they need a person to answer ssh's prompts, and the worker never "
-    "runs them (set interactive to false and use key authentication)"
+    "interactive tunnels cannot be tested: a test logs in unattended, and their login needs a person to answer "
+    "ssh's prompts (start the tunnel and answer its prompt instead, or set interactive to false and use key "
+    "authentication)"
 )
 IN_FLIGHT = (TestState.PENDING, TestState.RUNNING)
 
