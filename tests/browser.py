@@ -37,6 +37,12 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "screenshots"
+# A page looks and behaves the same whatever database serves it, and every view a browser test drives
+# is also tested without a browser on both databases: CI's PostgreSQL pass skips the browser tests
+# (they cost a minute and a half there and repeated the SQLite pass's checks).
+sqlite_pass_only = pytest.mark.skipif(
+    bool(os.environ.get("DATABASE_URL")), reason="browser test: checked in the SQLite pass"
+)
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
 TIMEOUT_MS = 15_000

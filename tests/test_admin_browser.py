@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser import PHONE, screenshot
+from tests.browser import PHONE, screenshot, sqlite_pass_only
 from tests.factories import tunnel_data
 from tunnels import services
 from tunnels.models import Desired, Status, Tunnel, WorkerNode
 
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True), sqlite_pass_only]
 PASSWORD = "root-pass-123"
 
 

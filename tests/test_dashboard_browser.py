@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser import PHONE, publish, screenshot
+from tests.browser import PHONE, publish, screenshot, sqlite_pass_only
 from tests.procs import pool_port
 from tests.worker_fixtures import wait_fetch
 from tunnels.models import Tunnel
 
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True), sqlite_pass_only]
 
 README_IMAGE = Path(__file__).resolve().parent.parent / "docs" / "images" / "dashboard.png"
 WAIT_MS = 20_000

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser import PHONE, publish, screenshot
+from tests.browser import PHONE, publish, screenshot, sqlite_pass_only
 from tests.factories import make_tunnel
 from tests.interactive_servers import password_sshd
 from tests.procs import pool_port
@@ -22,7 +22,7 @@ from tests.worker_fixtures import wait_fetch
 from tunnels import prompts, services
 from tunnels.models import Desired, Tunnel
 
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True), sqlite_pass_only]
 
 README_IMAGE = Path(__file__).resolve().parent.parent / "docs" / "images" / "interactive-prompt.png"
 WAIT_MS = 10_000

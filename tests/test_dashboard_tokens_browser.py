@@ -9,9 +9,9 @@ import pytest
 
 from accounts import tokens
 from accounts.models import ApiToken
-from tests.browser import PHONE, screenshot
+from tests.browser import PHONE, screenshot, sqlite_pass_only
 
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True), sqlite_pass_only]
 
 
 def expect():

@@ -13,9 +13,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.browser import DESKTOP, TIMEOUT_MS, screenshot
+from tests.browser import DESKTOP, TIMEOUT_MS, screenshot, sqlite_pass_only
 
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True), sqlite_pass_only]
 
 
 def expect():
