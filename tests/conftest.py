@@ -3,6 +3,7 @@ and a real sshd on loopback for end-to-end tests."""
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
@@ -101,3 +102,40 @@ def sshd(tmp_path_factory):
     """A real sshd on 127.0.0.1:<free port> accepting ``client_key`` for the current user."""
     with sshd_mod.running_sshd(tmp_path_factory.mktemp("sshd")) as server:
         yield server
+
+
+# Fixtures that reach the database (pytest-django's, and ours built on them, resolve to one of these).
+DATABASE_FIXTURES = {"db", "transactional_db", "django_db_reset_sequences", "django_db_serialized_rollback"}
+# Fixtures of tests that run real processes, servers or committed data that other processes read.
+PROCESS_FIXTURES = {"transactional_db", "live_server", "sshd", "worker_factory", "worker", "target_server", "page_for"}
+
+
+def _uses_database(item) -> bool:
+    return item.get_closest_marker("django_db") is not None or bool(DATABASE_FIXTURES & set(item.fixturenames))
+
+
+def _in_process(item) -> bool:
+    """A test that lives inside one transaction of this process (rolled back at its end) and starts no
+    server: any number of them can run side by side (bin/test runs them on every core, pytest-xdist)."""
+    marker = item.get_closest_marker("django_db")
+    if marker is None or marker.kwargs.get("transaction") or item.get_closest_marker("e2e"):
+        return False
+    return not (PROCESS_FIXTURES & set(item.fixturenames))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark the in-process tests (``-m in_process`` selects them, for a parallel run).
+
+    CI runs the suite twice, on SQLite and then with DATABASE_URL on PostgreSQL. A test that never
+    reaches the database gives the same answer both times: the second pass runs only those that do."""
+    for item in items:
+        if _in_process(item):
+            item.add_marker("in_process")
+    if not os.environ.get("DATABASE_URL"):
+        return
+    keep, drop = [], []
+    for item in items:
+        (keep if _uses_database(item) else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep

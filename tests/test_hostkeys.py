@@ -6,6 +6,7 @@ import subprocess
 from datetime import timedelta
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.utils import timezone
 
 from tests.factories import make_tunnel
@@ -24,8 +25,15 @@ def new_key(algorithm: str = sshkeys.ED25519) -> tuple[str, str]:
     return key_type, blob
 
 
-KEY_TYPE, KEY = new_key()
-OTHER_TYPE, OTHER = new_key()
+def fixed_key(seed: int) -> tuple[str, str]:
+    """(key_type, base64) of an ed25519 key made from ``seed``: the same in every process, so the test ids
+    built from it are too (parallel runs compare their collections)."""
+    key_type, blob = sshkeys.public_line(Ed25519PrivateKey.from_private_bytes(bytes([seed]) * 32)).split()
+    return key_type, blob
+
+
+KEY_TYPE, KEY = fixed_key(1)
+OTHER_TYPE, OTHER = fixed_key(2)
 
 
 # --- parsing -------------------------------------------------------------------

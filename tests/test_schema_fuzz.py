@@ -29,7 +29,8 @@ from accounts import tokens
 from tests.factories import make_tunnel
 from tunnels.models import WorkerNode
 
-MAX_EXAMPLES = 20
+# CI's PostgreSQL pass repeats the fuzz with fewer examples: every operation is still tried there.
+MAX_EXAMPLES = 8 if os.environ.get("DATABASE_URL") else 20
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 # Every documented surface: REST v1 (tunnels and accounts) and the compat API.
 OUR_PATHS = r"^/api/(v1|autossh)/"
