@@ -123,6 +123,28 @@ def _in_process(item) -> bool:
     return not (PROCESS_FIXTURES & set(item.fixturenames))
 
 
+# Files whose process tests check what ssh, the network or the processes do (connection tests, host keys,
+# network and port isolation, fault injection) and use the database only to hold a tunnel: CI's PostgreSQL
+# pass leaves those tests to the SQLite pass (their in-process tests still run there). The worker's own
+# database work on PostgreSQL (claims, wakes, sessions, failover, interactive logins) is tested by
+# test_worker_e2e, test_worker_wake, test_worker_scale, test_worker_batches, test_worker_interactive,
+# test_interactive_* and the API and compat e2e tests, which run in both passes.
+PROCESS_BEHAVIOUR_FILES = {
+    "test_worker_faults.py",
+    "test_preflight_e2e.py",
+    "test_hostkeys_e2e.py",
+    "test_isolation_e2e.py",
+    "test_isolation_network.py",
+    "test_isolation_logs.py",
+    "test_isolation_port_clash.py",
+    "test_isolation_remote_listen.py",
+}
+
+
+def _process_behaviour(item) -> bool:
+    return item.path.name in PROCESS_BEHAVIOUR_FILES and not _in_process(item)
+
+
 def pytest_collection_modifyitems(config, items):
     """Mark the in-process tests (``-m in_process`` selects them, for a parallel run).
 
@@ -135,7 +157,7 @@ def pytest_collection_modifyitems(config, items):
         return
     keep, drop = [], []
     for item in items:
-        (keep if _uses_database(item) else drop).append(item)
+        (keep if _uses_database(item) and not _process_behaviour(item) else drop).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
