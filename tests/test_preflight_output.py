@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 from tests.factories import tunnel_data
-from tunnels import services, ssh
+from tunnels import preflight_runner, services, ssh
 from tunnels.preflight_runner import read_ssh_output, redact
 
 FORWARD = "127.0.0.1:4000"
@@ -207,3 +211,20 @@ def test_spare_port_preflight_asks_for_port_0_on_the_remote_side(staff):
     command = ssh.preflight_command(tunnel, spare_remote_port=True)
 
     assert command.argv[-4:] == ["-R", "127.0.0.1:0:127.0.0.1:8080", "--", "user@example.com"]
+
+
+def _spawn_in_test_thread(initializer, argv: list[str]) -> subprocess.CompletedProcess:
+    with ThreadPoolExecutor(max_workers=1, initializer=initializer) as pool:
+        return pool.submit(subprocess.run, argv, capture_output=True, text=True, start_new_session=True).result()
+
+
+def test_a_test_threads_children_outlive_a_group_sigterm_meant_for_the_worker():
+    """A worker shutdown SIGTERMs its process group; a test's ssh spawned at that moment must not die
+    of it (the runner ends its children with SIGKILL). The child signals itself, as the group would."""
+    argv = ["sh", "-c", "kill -TERM $$; kill -HUP $$; echo alive"]
+
+    deaf = _spawn_in_test_thread(preflight_runner._deaf_to_group_signals, argv)
+    plain = _spawn_in_test_thread(None, argv)
+
+    assert (deaf.returncode, deaf.stdout.strip()) == (0, "alive")
+    assert plain.returncode == -signal.SIGTERM  # the control: without the mask the signal kills

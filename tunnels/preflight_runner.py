@@ -203,12 +203,14 @@ def where_ssh_connects(argv: list[str], env: dict[str, str]) -> Server | str:
             timeout=CONNECT_TIMEOUT,
             check=False,
             text=True,
-            # Its own session: a SIGTERM to the worker's process group (a shutdown) must not kill
-            # this quick local query and turn "the worker stopped" into "ssh rejected the configuration".
+            # Its own session (and the runner's blocked group signals): a SIGTERM to the worker's process
+            # group must not kill this quick local query and turn "the worker stopped" into "ssh rejected".
             start_new_session=True,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"could not run ssh: {exc.__class__.__name__}"
+    if result.returncode < 0:
+        return f"ssh was killed by {signal.Signals(-result.returncode).name} while reading its configuration"
     if result.returncode != 0:
         lines = [line for line in result.stderr.splitlines() if not line.startswith("debug")]
         return f"ssh rejected the tunnel's configuration: {redact(lines[-1] if lines else 'no reason given')}"
@@ -426,6 +428,18 @@ def finish(test_id, records: list[dict[str, Any]], *, only_if_node: str | None =
     return rows.update(**values, finished_at=timezone.now()) == 1
 
 
+# A shutdown is a SIGTERM to the worker's process group. A child spawned at that moment is still in
+# the group until it calls setsid(), and Python's vfork path resets its handlers to the default before
+# then, so it would die of the signal and the test would read "ssh rejected the configuration". The
+# test threads block these signals (Python runs handlers in the main thread, which still takes them);
+# their children inherit the mask, and the runner ends them with SIGKILL, which no mask holds back.
+GROUP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+
+
+def _deaf_to_group_signals() -> None:
+    signal.pthread_sigmask(signal.SIG_BLOCK, GROUP_SIGNALS)
+
+
 class PreflightRunner:
     """Owned by a reconciler: each full pass claims pending tests and runs them in a small thread pool,
     so the reconcile loop never waits for ssh."""
@@ -516,7 +530,9 @@ class PreflightRunner:
             finish(test_id, [failed("worker", f"worker error: {exc.__class__.__name__}")], only_if_node=self.node)
             return
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="preflight")
+            self._pool = ThreadPoolExecutor(
+                max_workers=self.threads, thread_name_prefix="preflight", initializer=_deaf_to_group_signals
+            )
         with self._lock:
             self._running.add(test_id)
             if plan.key is not None:
