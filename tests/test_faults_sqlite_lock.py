@@ -111,6 +111,20 @@ def test_a_write_under_a_long_lock_is_a_json_503_after_the_web_lock_wait(db_path
     assert not Tunnel.objects.exists()  # nothing changed
 
 
+def test_a_dashboard_write_under_a_long_lock_is_a_503_page_after_the_web_lock_wait(db_path, owner, client):
+    """Not the full 10 s busy timeout: the dashboard's forms are bounded as the API's writes are."""
+    tunnel = stopped_tunnel(owner)
+    client.force_login(owner)
+    with sqlite_write_lock(db_path):
+        response, took = timed(client.post, f"/tunnels/{tunnel.uuid}/action/", {"action": "start"})
+    assert response.status_code == 503 and response["Retry-After"] == str(faults.RETRY_AFTER_LOCKED)
+    assert response["Content-Type"].startswith("text/html")
+    assert b"database is busy" in response.content
+    assert dblocks.WEB_LOCK_WAIT - 0.5 < took < dblocks.WEB_LOCK_WAIT + MARGIN + 1
+    tunnel.refresh_from_db()
+    assert tunnel.desired_state == Desired.STOPPED  # nothing changed
+
+
 def test_a_write_waits_out_a_short_lock(db_path, owner, owner_client):
     """The worker's own writes hold the lock for milliseconds; a second is waited out, not refused."""
     tunnel = stopped_tunnel(owner)

@@ -103,6 +103,51 @@ def test_a_server_down_two_seconds_shows_reconnecting_and_does_not_kill_its_tunn
         raise
 
 
+LONG_OUTAGE = 12.0  # seconds: the fault table's 45 s row, shortened by autossh's own pace below
+BACK_WITHIN = 6.0  # seconds from the server's return to traffic: the probe's grace + one login
+
+
+def test_a_long_outage_ends_for_its_tunnels_within_seconds_of_the_server_returning(
+    worker_factory, own_sshd, owner_key, target_server
+):
+    """autossh paces its retries of a server that refuses: five at once, then sleeps of
+    POLL/100 * t*t/3 s (t = tries past five). With autossh's own default POLL of 600 s they are 2, 8
+    and 18 s, so after 12 s down its next try comes about 16 s after the server returned (the issue's
+    45 s row: 24 s). The worker's probe (one connect per down server per second,
+    tunnels.worker.outage) restarts what is still down a few seconds after the server answers."""
+    worker = worker_factory(extra_env={**FAST_GATE_ENV, "TUNNELSITE_AUTOSSH_POLL": "600"})
+    local = create(owner_key, sshd_tunnel_data(own_sshd, remote_port=str(target_server.port)))
+    remote = remote_tunnel(owner_key, own_sshd, target_server)
+    local, remote = wait_status(local, "running"), wait_status(remote, "running")
+    time.sleep(GATE_SECONDS + 1)  # past autossh's starting gate: the drop is a drop, not a failed start
+    ports = {"-L": int(local.local_port), "-R": int(remote.remote_port)}
+
+    go_down(own_sshd)
+    time.sleep(LONG_OUTAGE)
+    assert not any(target_server.greeting in fetch(port, timeout=1.0) for port in ports.values())
+    restart(own_sshd)
+    back = time.monotonic()
+
+    returned: dict[str, float] = {}
+
+    def all_back() -> bool:
+        for name, port in ports.items():
+            if name not in returned and target_server.greeting in fetch(port, timeout=1.0):
+                returned[name] = time.monotonic() - back
+        return len(returned) == len(ports)
+
+    try:
+        wait_for(all_back, timeout=60, message="traffic through both tunnels")
+        assert max(returned.values()) < BACK_WITHIN, returned
+        assert "answers again" in worker.log_text()  # the probe saw the server return
+        for tunnel in (local, remote):
+            wait_status(tunnel, "running", timeout=10)
+            assert open_sessions(tunnel) == 1
+    except AssertionError:
+        print(returned, worker.log_text(), local.log_path.read_text(), remote.log_path.read_text())
+        raise
+
+
 def test_an_adopted_remote_tunnel_that_authenticated_is_not_restarted(worker_factory, sshd, owner_key, target_server):
     worker = worker_factory()
     tunnel = wait_status(remote_tunnel(owner_key, sshd, target_server), "running")

@@ -91,15 +91,14 @@ def preload(tunnel: Tunnel, responses: list[str] | None) -> None:
             AuthPrompt.objects.create(tunnel=tunnel, responses=_seal(json.dumps(responses)), responses_at=now)
 
 
+def _waiting(now: datetime | None = None):
+    """The one rule of a pending question: asked, not answered yet, not past its time."""
+    return AuthPrompt.objects.filter(answer="", expires_at__gt=now or timezone.now()).exclude(prompt="")
+
+
 def pending(tunnel: Tunnel) -> Pending | None:
-    row = AuthPrompt.objects.filter(tunnel=tunnel).first()
-    return _pending_of(row)
-
-
-def _pending_of(row: AuthPrompt | None) -> Pending | None:
-    if row is None or not row.prompt or row.answer or row.expires_at is None or row.asked_at is None:
-        return None
-    if row.expires_at <= timezone.now():
+    row = _waiting().filter(tunnel=tunnel).first()
+    if row is None:
         return None
     return Pending(prompt=row.prompt, echo=row.echo, asked_at=row.asked_at, expires_at=row.expires_at)
 
@@ -108,24 +107,15 @@ def pending_ids(tunnel_ids: list[int]) -> set[int]:
     """Which of these tunnels have a question waiting (one query, for lists)."""
     if not tunnel_ids:
         return set()
-    return set(
-        AuthPrompt.objects.filter(tunnel_id__in=tunnel_ids, answer="", expires_at__gt=timezone.now())
-        .exclude(prompt="")
-        .values_list("tunnel_id", flat=True)
-    )
+    return set(_waiting().filter(tunnel_id__in=tunnel_ids).values_list("tunnel_id", flat=True))
 
 
 def answer(tunnel: Tunnel, text: object) -> None:
     """Store the user's answer to the question ``tunnel``'s ssh is asking now."""
     text = check_answer(text)
     now = timezone.now()
-    sealed = _seal(text)
     with transaction.atomic():
-        updated = (
-            AuthPrompt.objects.filter(tunnel=tunnel, answer="", expires_at__gt=now)
-            .exclude(prompt="")
-            .update(answer=sealed, answered_at=now)
-        )
+        updated = _waiting(now).filter(tunnel=tunnel).update(answer=_seal(text), answered_at=now)
     if not updated:
         raise NoPrompt(f"tunnel {tunnel.name} is not waiting for an answer (no login prompt is pending)")
 

@@ -8,7 +8,7 @@ must not sit it out:
 
 - best-effort bookkeeping (the request-history row, a token's ``last_used_at``):
   ``lock_wait(seconds)`` shortens the wait around it;
-- API requests: ``limit_lock_waits`` installs a query wrapper that caps each
+- web requests (API, dashboard, admin): ``limit_lock_waits`` installs a query wrapper that caps each
   statement's wait at the time the request has left before its deadline:
   ``WEB_LOCK_WAIT`` after it arrived, or sooner when it promised to answer within
   ``?wait=N`` seconds (``set_deadline``).
@@ -35,7 +35,7 @@ from django.http import HttpRequest
 logger = logging.getLogger("tunnelsite.db")
 
 MIN_LOCK_WAIT = 0.05  # seconds: past a deadline a write still gets one short try
-# Every API request waits at most this long for the write lock (less when ``?wait=`` asks for less):
+# Every web request waits at most this long for the write lock (less when ``?wait=`` asks for less):
 # a lock held longer is not the worker's short writes but trouble, and a request that sat it out
 # would hold a web thread for the full 10 s busy timeout. It answers 503 with retry_after instead.
 WEB_LOCK_WAIT = 5.0
@@ -119,7 +119,7 @@ def write_locked() -> bool:
 
 def set_deadline(request: HttpRequest, seconds: float) -> None:
     """From now on this request's writes wait for the lock at most until ``seconds`` after it
-    arrived (never later than the ``WEB_LOCK_WAIT`` every API request starts with)."""
+    arrived (never later than the ``WEB_LOCK_WAIT`` every web request starts with)."""
     request = getattr(request, "_request", request)  # DRF's Request wraps Django's
     arrived = getattr(request, "arrived_at", None) or time.monotonic()
     deadline = arrived + max(seconds, MIN_LOCK_WAIT)

@@ -120,17 +120,16 @@ def html_fault(fault: Fault) -> HttpResponse:
 
 
 class FaultMiddleware:
-    """Stamps each request's arrival (``?wait=`` deadlines count from it), bounds an API request's
-    SQLite lock waits (``tunnelsite.dblocks``), and turns a view's exception into JSON on the API
-    surfaces."""
+    """Stamps each request's arrival (``?wait=`` deadlines count from it), bounds every request's
+    SQLite lock waits (``tunnelsite.dblocks``: a dashboard or admin form under a long lock gets its
+    503 page after the same ``WEB_LOCK_WAIT`` as the API), and turns a view's exception into JSON on
+    the API surfaces."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         request.arrived_at = time.monotonic()
-        if not is_api_path(request.path_info):
-            return self.get_response(request)
         dblocks.set_deadline(request, dblocks.WEB_LOCK_WAIT)
         with dblocks.limit_lock_waits(request):
             return self.get_response(request)

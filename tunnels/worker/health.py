@@ -43,8 +43,10 @@ class Health:
         """Health from the latest evidence: ``-L`` from the port, ``-R`` from the log since the
         current connection. A working tunnel whose ssh child is unchanged costs nothing."""
         if tracked.healthy:
-            if any(pid in getattr(self, "exited", {}) for pid in tracked.ssh_pids):  # its ssh exited (the loop)
-                tracked.ssh_pids = processes.children(tracked.pid) or []
+            exited = getattr(self, "exited", {})  # its ssh exited (the loop): a dropped connection
+            if any(pid in exited for pid in tracked.ssh_pids):
+                # (a zombie autossh has not reaped yet is still listed among its children)
+                tracked.ssh_pids = [pid for pid in processes.children(tracked.pid) or [] if pid not in exited]
             if tracked.connection is None or tuple(sorted(tracked.ssh_pids)) == tracked.connection:
                 return
             self._connection_dropped(str(tunnel.uuid), tracked)
@@ -82,17 +84,6 @@ class Health:
             return describe_returncode(tracked.popen.returncode)
         return describe_exit(None)
 
-    def watch_connections(self) -> None:
-        """Every second (no database): a running tunnel whose ssh child changed or exited lost its
-        connection, and gets the next pass's attention. One small /proc read per running tunnel."""
-        for key, tracked in self.tracked.items():
-            if tracked.master or not tracked.healthy or tracked.connection is None or not tracked.alive():
-                continue  # (a dead autossh is the pass's to reap and restart, not a dropped connection)
-            children = processes.children(tracked.pid)
-            if children is not None and tuple(sorted(children)) != tracked.connection:
-                tracked.ssh_pids = children
-                self._connection_dropped(key, tracked)
-
     def _connection_dropped(self, key: str, tracked: Tracked) -> None:
         """The ssh child of a working tunnel changed or exited: its connection dropped."""
         tracked.healthy = False
@@ -107,6 +98,9 @@ class Health:
         again = tracked.reconnecting is not None
         tracked.healthy = True
         tracked.connection = tuple(sorted(tracked.ssh_pids))
+        # The connection's ssh is watched from now on: its exit (a drop) wakes the loop, so no
+        # running tunnel costs a look between passes (tunnels.worker.exits).
+        self.watch_tracked(tracked)
         tracked.reconnecting = tracked.server_back = None
         self.probes.forget(tunnel)
         if tunnel.status != Status.RUNNING or tunnel.last_error or tunnel.consecutive_failures or tunnel.backoff_until:

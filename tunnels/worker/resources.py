@@ -63,12 +63,11 @@ class Resources:
     def _tend(self) -> None:
         """Every ``LOG_CHECK_SECONDS``, not only at the resync (and without the database): hold each
         running log to LOG_MAX_BYTES (one stat per running tunnel), so a noisy tunnel cannot fill the
-        disk between resyncs, and notice running tunnels whose connection dropped (tunnels.worker.health)."""
+        disk between resyncs. (A dropped connection needs no look here: its ssh's exit is an event.)"""
         now = time.monotonic()
         if now < self._next_log_check:
             return
         self._next_log_check = now + LOG_CHECK_SECONDS
-        self.watch_connections()
         for key, tracked in self.tracked.items():
             path = logfiles.path_for(key)
             try:
