@@ -124,13 +124,12 @@ def _in_process(item) -> bool:
 
 
 # Files whose process tests check what ssh, the network or the processes do (connection tests, host keys,
-# network and port isolation, fault injection) and use the database only to hold a tunnel: CI's PostgreSQL
-# pass leaves those tests to the SQLite pass (their in-process tests still run there). The worker's own
-# database work on PostgreSQL (claims, wakes, sessions, failover, interactive logins) is tested by
-# test_worker_e2e, test_worker_wake, test_worker_scale, test_worker_batches, test_worker_interactive,
-# test_interactive_* and the API and compat e2e tests, which run in both passes.
+# network and port isolation) and use the database only to hold a tunnel: CI's PostgreSQL pass leaves
+# those tests to the SQLite pass (their in-process tests still run there). The worker's own database
+# work on PostgreSQL (claims, wakes, sessions, failover, interactive logins, the fault rows of
+# test_worker_faults) is tested by the test_worker_* and test_interactive_* files and the API and
+# compat e2e tests, which run in both passes.
 PROCESS_BEHAVIOUR_FILES = {
-    "test_worker_faults.py",
     "test_preflight_e2e.py",
     "test_hostkeys_e2e.py",
     "test_isolation_e2e.py",
