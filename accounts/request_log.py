@@ -131,9 +131,11 @@ def _insert(batch: list[dict[str, Any]]) -> None:
 BACKLOG = Backlog()
 
 
-def record(row: dict[str, Any]) -> None:
-    """Write one request's row now if the database lets us at once, else leave it to the backlog."""
-    if len(BACKLOG):
+def record(row: dict[str, Any], *, later: bool = False) -> None:
+    """Write one request's row now if the database lets us at once, else leave it to the backlog
+    (at once with ``later``: the request itself found the database in trouble, and another try,
+    a new connection to a server that hangs, could cost seconds)."""
+    if later or len(BACKLOG):
         BACKLOG.add(row)
         return
     try:

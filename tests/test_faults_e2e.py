@@ -9,10 +9,13 @@ has every request once the database is back.
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import psutil
 import pytest
 
 from tests.faultdb import cluster, postgres_bin, sqlite_write_lock
@@ -113,6 +116,58 @@ def test_postgresql_stopped_and_started_again(tmp_path):
                 message="the outage's requests in the history",
             )
             assert count_rows(env, status=503, path=f"/start/{tunnel['hash'][:8]}") == 1
+
+
+@contextlib.contextmanager
+def frozen(pg) -> None:
+    """SIGSTOP every process of the cluster (a hung server: its kernel still accepts and acknowledges),
+    SIGCONT them afterwards whatever happened."""
+    postmaster = psutil.Process(pg.pid())
+    processes = [postmaster, *postmaster.children(recursive=True)]
+    for proc in processes:
+        proc.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for proc in processes:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.send_signal(signal.SIGCONT)
+
+
+HUNG_LIMIT = 3.0  # TUNNELSITE_DB_REQUEST_LIMIT in the test below (default 15 s)
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.skipif(postgres_bin() is None, reason="PostgreSQL server binaries not installed")
+def test_postgresql_that_hangs_answers_503_within_the_limit_and_each_wait_within_its_promise(tmp_path):
+    """A server that hangs keeps its connections open and never answers: without a client-side limit
+    every request would hang until gunicorn killed its worker. (connect_timeout=2 in the URL bounds a
+    new connection to the frozen server; the default is 5 s.)"""
+    with cluster() as pg:
+        url = pg.url + "?connect_timeout=2"
+        env = site_env(tmp_path / "data", url, TUNNELSITE_DB_REQUEST_LIMIT=str(HUNG_LIMIT))
+        token = prepare(env)
+        silent_worker(env)
+        with gunicorn(env, tmp_path / "gunicorn.log") as base:
+            api = Browser(base, token)
+            body = {"name": "db", "remote_host": "u@example.com", "remote_port": "80", "local_port": "23456"}
+            tunnel = api("POST", "/api/v1/tunnels/", {**body, "desired_state": "stopped"}).json()
+            calls = [
+                ("GET", "/api/v1/tunnels/", HUNG_LIMIT),
+                ("GET", f"/api/v1/tunnels/{tunnel['id']}/", HUNG_LIMIT),
+                ("POST", f"/api/v1/tunnels/{tunnel['id']}/start/?wait=2", 2 + 1),
+                ("POST", f"/start/{tunnel['hash'][:8]}?wait=1", 1 + 1),
+                ("GET", "/api/autossh/list", HUNG_LIMIT),
+            ]
+            with frozen(pg), ThreadPoolExecutor(len(calls)) as pool:
+                answers = list(pool.map(lambda call: api(call[0], call[1]), calls))
+            for (method, path, bound), answer in zip(calls, answers, strict=True):
+                what = f"{method} {path}"
+                assert_json_503(answer, what)
+                assert answer.took < bound + MARGIN, f"{what} answered after {answer.took:.2f} s"
+            # Thawed: the cut connections are replaced and everything answers again.
+            wait_for(lambda: api("GET", "/api/v1/tunnels/").status == 200, timeout=20, message="recovery")
+            assert api("GET", f"/api/v1/tunnels/{tunnel['id']}/").json()["desired_state"] in ("stopped", "running")
 
 
 def during_outage(api: Browser, browser: Browser, tunnel: dict) -> None:

@@ -82,7 +82,7 @@ def test_database_config_defaults_to_sqlite_with_wal(tmp_path):
 
 def test_database_config_postgres_url(tmp_path):
     config = env.database_config("postgres://postgres@127.0.0.1:5432/tunnelsite", tmp_path)
-    assert config["ENGINE"] == "django.db.backends.postgresql"
+    assert config["ENGINE"] == "tunnelsite.postgresql"  # Django's backend, connects bounded per request
     assert config["NAME"] == "tunnelsite"
 
 

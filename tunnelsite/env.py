@@ -138,6 +138,8 @@ def database_config(url: str | None, data_dir: Path) -> dict:
             "CONN_HEALTH_CHECKS": True,
         }
     if "postgresql" in config["ENGINE"]:
+        # Django's backend, with connects bounded by a web request's deadline (tunnelsite.pgwatch).
+        config["ENGINE"] = "tunnelsite.postgresql"
         # An unreachable server (packets dropped, not refused) would otherwise hold each request for
         # the kernel's connect timeout (~2 min); a ?connect_timeout= in the URL wins.
         config.setdefault("OPTIONS", {}).setdefault("connect_timeout", PG_CONNECT_TIMEOUT)

@@ -88,8 +88,11 @@ def fault_for(exc: BaseException | None) -> Fault:
 
 
 def report(request: HttpRequest, exc: BaseException, fault: Fault) -> None:
-    """One line for a database fault (an outage must not flood the log); the traceback for a bug."""
+    """One line for a database fault (an outage must not flood the log); the traceback for a bug.
+    A database fault is noted on the request: its history row goes to the backlog without trying
+    the database again (accounts.middleware)."""
     if fault.retry_after is not None:
+        getattr(request, "_request", request).database_fault = True
         logger.warning("%s %s: %s (%s: %s)", request.method, request.path, fault.error, type(exc).__name__, exc)
     else:
         logger.error(

@@ -65,6 +65,8 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # Early, so the recorded duration covers sessions, auth and the view.
+    # Before the history middleware: a hanging PostgreSQL cannot hold its INSERT either.
+    "tunnelsite.pgwatch.DatabaseWatchMiddleware",
     "accounts.middleware.RequestHistoryMiddleware",
     # Inside the history middleware, so its own INSERT keeps its short lock wait (accounts.middleware).
     "tunnelsite.faults.FaultMiddleware",
@@ -228,6 +230,9 @@ REQUEST_RETENTION_DAYS = env_int("TUNNELSITE_REQUEST_RETENTION_DAYS", 30, minimu
 # Requests waiting for the worker (?wait=) at once per web process; more answer at once as with wait=0,
 # so waiting never holds every gunicorn thread (default: half of the 4 threads bin/run and docker start).
 MAX_WAITING = env_int("TUNNELSITE_MAX_WAITING", 2, minimum=0)
+# PostgreSQL only: a request still running this long after it arrived (its ?wait=N: N + 1 s) has its
+# database connection cut, so a server that hangs gets a 503, not a request held forever (tunnelsite.pgwatch).
+DB_REQUEST_LIMIT = env_float("TUNNELSITE_DB_REQUEST_LIMIT", 15.0, minimum=1.0)
 # Interactive tunnels: how long ssh's prompt waits for a person's answer before the login is given up,
 # and how long an answer (or answers sent with a start) may stay, encrypted, in the database unused.
 PROMPT_TIMEOUT = env_int("TUNNELSITE_PROMPT_TIMEOUT", 120, minimum=5, maximum=3600)

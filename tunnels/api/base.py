@@ -9,7 +9,7 @@ from __future__ import annotations
 from drf_spectacular.utils import OpenApiParameter
 from rest_framework.exceptions import ValidationError
 
-from tunnelsite import dblocks
+from tunnelsite import dblocks, pgwatch
 from tunnelsite.params import query_whole_number
 
 WAIT_DEFAULT = 5.0
@@ -24,10 +24,12 @@ def wait_seconds(request, raw: str | None = None, default: float = WAIT_DEFAULT)
     worker; default 5, 0 = don't wait, capped.
 
     The promise counts from the request's arrival: from here on its writes wait for a locked
-    database only until then (``tunnelsite.dblocks``), and the view waits for the worker only
-    for what is left (``time_left``)."""
+    database only until then (``tunnelsite.dblocks``), a hanging PostgreSQL is given up on soon
+    after it (``tunnelsite.pgwatch``), and the view waits for the worker only for what is left
+    (``time_left``)."""
     value = _parse_wait(request.query_params.get("wait") if raw is None else raw, default)
     dblocks.set_deadline(request, max(value, MIN_LOCK_WAIT))
+    pgwatch.promise(request, value)  # a PostgreSQL server that hangs cannot hold it past its promise
     return value
 
 
