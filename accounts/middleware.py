@@ -44,7 +44,8 @@ class RequestHistoryMiddleware:
         response = self.get_response(request)
         duration_ms = (time.perf_counter() - started) * 1000
         try:
-            later = getattr(request, "database_fault", False)
+            # A request whose database connection was lost leaves its row to the backlog.
+            later = getattr(request, "database_fault", False) and request_log.connection_lost()
             request_log.record(row_for(request, response.status_code, duration_ms), later=later)
         except Exception:  # history must never break the request it describes
             logger.exception("could not record request history for %s %s", request.method, request.path)

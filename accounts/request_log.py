@@ -131,10 +131,17 @@ def _insert(batch: list[dict[str, Any]]) -> None:
 BACKLOG = Backlog()
 
 
+def connection_lost() -> bool:
+    """This thread's database connection failed to open or broke (cut by tunnelsite.pgwatch, reset
+    by the server): writing the row now would mean a new connection, seconds against a server
+    that hangs."""
+    raw = connection.connection
+    return raw is None or bool(getattr(raw, "broken", False))
+
+
 def record(row: dict[str, Any], *, later: bool = False) -> None:
     """Write one request's row now if the database lets us at once, else leave it to the backlog
-    (at once with ``later``: the request itself found the database in trouble, and another try,
-    a new connection to a server that hangs, could cost seconds)."""
+    (at once with ``later``)."""
     if later or len(BACKLOG):
         BACKLOG.add(row)
         return
