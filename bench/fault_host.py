@@ -115,7 +115,7 @@ def full_disk_under(stack: Stack, seconds: float) -> list[Check]:
         stop.set()
     crash = during["crash"]
     back = probe.wait_all_ok(during["killed_at"], timeout=60, ids=[crash])
-    time.sleep(12)  # one resync (10 s) to close or repair sessions
+    time.sleep(32)  # one resync (TUNNELSITE_WORKER_RESYNC, 30 s) to close or repair sessions
     return full_disk_checks(stack, during, back)
 
 

@@ -1,4 +1,5 @@
-"""Finding tunnel processes again: one psutil pass, markers read once per process."""
+"""Finding tunnel processes again: one read of each process's ``/proc/<pid>/stat``, markers read once
+per process."""
 
 from __future__ import annotations
 
@@ -50,11 +51,7 @@ class Scanner:
         self._markers: dict[tuple[int, float], Marker | None] = {}
 
     def scan(self) -> dict[str, list[Found]]:
-        rows = []
-        for proc in psutil.process_iter(["pid", "ppid", "name", "create_time", "status"]):
-            info = proc.info
-            if info["name"] in TUNNEL_NAMES and info["status"] != psutil.STATUS_ZOMBIE:
-                rows.append(info)
+        rows = tunnel_processes()
         seen = set()
         marked: dict[int, tuple[dict, Marker]] = {}
         for info in rows:
@@ -68,6 +65,45 @@ class Scanner:
         # Forget processes that are gone, so the cache stays as small as the process table.
         self._markers = {k: v for k, v in self._markers.items() if k in seen}
         return _group(marked)
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+_NAMES = {name.encode() for name in TUNNEL_NAMES}
+
+
+def tunnel_processes(proc: str = "/proc") -> list[dict]:
+    """pid, ppid, name and create time of every live (not zombie) autossh and ssh on the machine.
+
+    One open and read per process: psutil's ``process_iter`` reads each ``stat`` file about three
+    times and ``/proc/stat`` once per create time (150 ms a pass with 2,000 processes here, against
+    ~30 ms). The create time is psutil's own formula (start ticks / CLK_TCK + boot time), so it
+    compares with ``psutil.Process.create_time()`` elsewhere."""
+    boot = psutil.boot_time()
+    rows = []
+    for entry in os.scandir(proc):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"{proc}/{entry.name}/stat", "rb") as handle:
+                data = handle.read()
+        except OSError:  # gone meanwhile
+            continue
+        close = data.rfind(b")")  # the name may hold spaces and parentheses
+        name = data[data.find(b"(") + 1 : close]
+        if name not in _NAMES:
+            continue
+        fields = data[close + 2 :].split()  # state, ppid, …; starttime is field 22 of the whole line
+        if len(fields) < 20 or fields[0] == b"Z":
+            continue
+        rows.append(
+            {
+                "pid": int(entry.name),
+                "ppid": int(fields[1]),
+                "name": name.decode(),
+                "create_time": int(fields[19]) / CLOCK_TICKS + boot,
+            }
+        )
+    return rows
 
 
 def _read_marker(pid: int) -> Marker | None:
