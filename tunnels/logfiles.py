@@ -8,7 +8,7 @@ at the new end. Rotation is therefore copy-and-truncate: the newest
 and the file is emptied. Lines written between the copy and the truncation
 are lost; that window is one copy of at most ``LOG_MAX_BYTES``.
 
-Only the worker rotates or deletes (at its periodic resync, see
+Only the worker rotates or deletes (every second and at its periodic resync, see
 ``Reconciler._bound_logs``); the web tier only reads, from the end.
 """
 

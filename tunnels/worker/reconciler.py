@@ -101,6 +101,7 @@ class Reconciler(ExitEvents, Bookkeeping, Acting, Lifecycle, Logins, Stopping, H
         self.node_problems: dict = {}  # node-level problems ("disk full: data dir") and when each began
         self._problems_changed = False
         self._next_log_check = 0.0
+        self._log_files: dict[str, str] = {}  # tunnel uuid -> its log's path (tunnels.worker.resources)
         self._begin_pass()
 
     # --- the pass ---------------------------------------------------------

@@ -10,6 +10,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from django.conf import settings
+
 from tunnels import diskspace, hostkeys, logfiles
 from tunnels.agent import AgentError
 from tunnels.diskspace import DISK_FULL
@@ -68,13 +70,23 @@ class Resources:
         if now < self._next_log_check:
             return
         self._next_log_check = now + LOG_CHECK_SECONDS
+        limit, paths = settings.LOG_MAX_BYTES, self._log_files
         for key, tracked in self.tracked.items():
-            path = logfiles.path_for(key)
+            # A path string per tunnel, built once: a pathlib Path per tunnel per second cost more than the stat.
+            path = paths.get(key)
+            if path is None:
+                path = paths[key] = str(logfiles.path_for(key))
             try:
-                if logfiles.rotate(path):
+                if os.stat(path).st_size <= limit:
+                    continue
+                if logfiles.rotate(Path(path)):
                     tracked.offset = 0
+            except FileNotFoundError:
+                continue
             except OSError as exc:
-                self.disk_trouble(exc, f"could not rotate {path.name}", path)
+                self.disk_trouble(exc, f"could not rotate {Path(path).name}", Path(path))
+        if len(paths) > 2 * len(self.tracked) + 64:  # forget the paths of tunnels no longer run here
+            self._log_files = {key: path for key, path in paths.items() if key in self.tracked}
         # One statvfs: the disk may fill up from outside (another file, the database) while our
         # own writes still fit, and the operator should hear of it before a tunnel fails on it.
         full = diskspace.is_full()
