@@ -12,6 +12,7 @@ import psutil
 import pytest
 
 from tunnels import processes
+from tunnels.processes import sockets
 
 
 @pytest.fixture
@@ -155,6 +156,20 @@ def test_listening_table_reads_ipv6_too(listener):
         pytest.skip("no IPv6 loopback here")
     proc, port = listener("::1")
     assert processes.holds_listener([proc.pid], port, processes.listening_sockets())
+
+
+def test_the_netlink_table_is_the_proc_table(listener):
+    """sock_diag (the fast path) and /proc/net/tcp (the fallback) agree, listeners of both families,
+    and neither lists a connection."""
+    procs = [listener()]
+    if socket.has_ipv6 and _ipv6_loopback():
+        procs.append(listener("::1"))
+    with socket.create_connection(("127.0.0.1", procs[0][1])) as client:
+        diag, text = sockets.diag_listeners(), sockets.proc_listeners()
+        assert client.getsockname()[1] not in diag
+    for proc, port in procs:  # (only our ports: other programs may open or close listeners meanwhile)
+        assert diag[port] == text[port]
+        assert diag[port] & processes.socket_inodes(proc.pid)
 
 
 def test_children_lists_a_process_children_from_proc(listener):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import socket
+import struct
 
 TCP_LISTEN = "0A"  # the state column of /proc/net/tcp
 
@@ -15,9 +17,61 @@ def listening_on(pid: int, port: int) -> bool:
 def listening_sockets() -> dict[int, set[int]]:
     """Every listening TCP port of this network namespace → its socket inodes.
 
-    One read of ``/proc/net/tcp`` and ``tcp6`` serves every tunnel checked in a pass
-    (psutil's per-process ``net_connections`` reads the whole table each time).
+    One sock_diag query per address family serves every tunnel checked in a pass: the kernel walks
+    only its listening sockets and sends just those. ``/proc/net/tcp`` lists every socket (each
+    tunnel's established connections too) as text, and reading it was 40 % of the worker's CPU
+    during a start-all of 500; it remains the fallback where netlink is not available.
     """
+    try:
+        return diag_listeners()
+    except OSError:
+        return proc_listeners()
+
+
+# sock_diag (linux/sock_diag.h, linux/inet_diag.h): a dump of the TCP sockets in state LISTEN.
+NETLINK_SOCK_DIAG = 4
+SOCK_DIAG_BY_FAMILY = 20
+NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+TCP_LISTEN_STATE = 10
+_HEADER = struct.Struct("=IHHII")  # nlmsghdr: length, type, flags, sequence, port id
+_DIAG_MSG_SIZE = 72  # inet_diag_msg: sport at 4 (big-endian), inode at 68
+
+
+def diag_listeners() -> dict[int, set[int]]:
+    table: dict[int, set[int]] = {}
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG) as sock:
+        for family in (socket.AF_INET, socket.AF_INET6):
+            # inet_diag_req_v2: family, protocol, ext, pad, states; then an all-zero socket id (48 bytes).
+            request = struct.pack("=BBBBI", family, socket.IPPROTO_TCP, 0, 0, 1 << TCP_LISTEN_STATE) + bytes(48)
+            flags = NLM_F_REQUEST | NLM_F_DUMP
+            sock.send(_HEADER.pack(_HEADER.size + len(request), SOCK_DIAG_BY_FAMILY, flags, family, 0) + request)
+            _read_dump(sock, table)
+    return table
+
+
+def _read_dump(sock: socket.socket, table: dict[int, set[int]]) -> None:
+    while True:
+        data = sock.recv(256 * 1024)
+        offset = 0
+        while offset + _HEADER.size <= len(data):
+            length, kind, _, _, _ = _HEADER.unpack_from(data, offset)
+            if kind == NLMSG_DONE:
+                return
+            if kind == NLMSG_ERROR or length < _HEADER.size:
+                raise OSError("sock_diag refused the dump")
+            body = offset + _HEADER.size
+            if kind == SOCK_DIAG_BY_FAMILY and length >= _HEADER.size + _DIAG_MSG_SIZE:
+                (port,) = struct.unpack_from("!H", data, body + 4)
+                (inode,) = struct.unpack_from("=I", data, body + 68)
+                table.setdefault(port, set()).add(inode)
+            offset += (length + 3) & ~3
+        if not data:
+            raise OSError("sock_diag dump ended early")
+
+
+def proc_listeners() -> dict[int, set[int]]:
+    """The same table from ``/proc/net/tcp`` and ``tcp6`` (text of every socket: slower)."""
     table: dict[int, set[int]] = {}
     for path in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
