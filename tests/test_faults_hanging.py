@@ -8,7 +8,6 @@ comes up, and the reads are not queued behind the waiting requests (each web pro
 
 from __future__ import annotations
 
-import socket
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -21,15 +20,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120), own_databases]
 WAIT = 5  # seconds each start may wait (the table's row used 30; the promise is the same)
 MARGIN = 1.5  # seconds a wait may overrun its promise over real HTTP on a busy 2-core machine
 STARTS, READS = 8, 40
-
-
-@pytest.fixture
-def hanging_server():
-    """A TCP port that takes connections and never sends an SSH banner."""
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen(64)
-        yield server.getsockname()[1]
 
 
 @pytest.fixture
@@ -51,7 +41,7 @@ def site(tmp_path):
         kill_agents(data)
 
 
-def test_starts_waiting_on_a_hanging_server_keep_their_cap_and_reads_stay_fast(site, hanging_server):
+def test_starts_waiting_on_a_silent_server_keep_their_cap_and_reads_stay_fast(site, silent_server):
     env, token, tmp_path = site
     with gunicorn(env, tmp_path / "gunicorn.log") as base:
         api = Browser(base, token)
@@ -61,7 +51,7 @@ def test_starts_waiting_on_a_hanging_server_keep_their_cap_and_reads_stay_fast(s
             body = {
                 "name": f"h{index}",
                 "remote_host": "u@127.0.0.1",
-                "ssh_port": hanging_server,
+                "ssh_port": silent_server,
                 "remote_port": "80",
                 "local_port": str(23456 + index),
                 "ssh_key": key,

@@ -250,15 +250,6 @@ def test_running_remote_forward_is_tested_on_a_spare_port_and_keeps_running(
     assert (tunnel.status, tunnel.pid) == (Status.RUNNING, pid)
 
 
-@pytest.fixture
-def silent_server():
-    """A TCP port that takes connections but never speaks (no SSH banner)."""
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen(16)
-        yield server.getsockname()[1]
-
-
 def test_a_server_that_never_answers_fails_at_host_key(worker, sshd, owner_key, owner_client, silent_server, data_dir):
     tunnel = stopped(owner_key, sshd, ssh_port=silent_server)
 

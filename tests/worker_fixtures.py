@@ -269,6 +269,15 @@ def start_target() -> TargetServer:
 
 
 @pytest.fixture
+def silent_server():
+    """A TCP port on loopback that takes connections and never speaks (no SSH banner): a hanging server."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(64)
+        yield server.getsockname()[1]
+
+
+@pytest.fixture
 def target_server():
     """An HTTP server on a free loopback port answering ``hello from target <port>``."""
     server = start_target()
