@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 
 import psutil
 import pytest
@@ -51,6 +52,28 @@ def test_scan_finds_marked_processes_of_this_data_dir_only(fake_autossh, data_di
     (item,) = found["11111111-2222-3333-4444-555555555555"]
     assert (item.pid, item.pgid, item.node, item.generation, item.orphan) == (mine.pid, mine.pid, "n1", 3, False)
     assert item.create_time == psutil.Process(mine.pid).create_time()
+
+
+def test_autossh_forking_its_ssh_is_one_tunnel_not_a_duplicate(data_dir, tmp_path):
+    """Between fork and exec autossh's ssh is still named autossh: a scan then must count it as the
+    child, not as a second process of the tunnel (the worker stopped it as a duplicate)."""
+    path = tmp_path / "bin" / "autossh"
+    path.parent.mkdir()
+    shutil.copy(shutil.which("sh"), path)  # a shell named autossh whose child is a shell named autossh
+    env = {"TUNNELSITE_TUNNEL": "11111111-2222-3333-4444-555555555555", "TUNNELSITE_DATA_DIR": str(data_dir)}
+    child = f"{path} -c 'sleep 30; :'"
+    proc, _ = processes.start([str(path), "-c", f"{child}; :"], env, data_dir / "logs" / "tunnel-x.log")
+    try:
+        wait = time.monotonic() + 5
+        while not (kids := psutil.Process(proc.pid).children()) and time.monotonic() < wait:
+            time.sleep(0.02)
+        assert [kid.name() for kid in kids] == ["autossh"]
+
+        (item,) = processes.Scanner(data_dir).scan()["11111111-2222-3333-4444-555555555555"]
+
+        assert (item.pid, item.ssh_pids, item.orphan) == (proc.pid, [kids[0].pid], False)
+    finally:
+        processes.stop_group(proc.pid, [(proc.pid, None)], proc)
 
 
 def test_a_recycled_pid_is_not_taken_for_the_tunnel(fake_autossh, data_dir):

@@ -130,12 +130,12 @@ def _group(marked: dict[int, tuple[dict, Marker]]) -> dict[str, list[Found]]:
     result: dict[str, list[Found]] = {}
     by_pid: dict[int, Found] = {}
     for pid, (info, marker) in marked.items():
-        if info["name"] == "autossh":
+        if info["name"] == "autossh" and not _forked_by_autossh(info, marked):
             found = Found(marker.uuid, pid, info["create_time"], _pgid(pid), marker.node, marker.generation)
             by_pid[pid] = found
             result.setdefault(marker.uuid, []).append(found)
     for pid, (info, marker) in marked.items():
-        if info["name"] != "ssh":
+        if info["name"] != "ssh" and not _forked_by_autossh(info, marked):
             continue
         parent = by_pid.get(info["ppid"])
         if marker.kind == "master":
@@ -148,6 +148,13 @@ def _group(marked: dict[int, tuple[dict, Marker]]) -> dict[str, list[Found]]:
             found = Found(marker.uuid, pid, info["create_time"], _pgid(pid), marker.node, marker.generation, True)
             result.setdefault(marker.uuid, []).append(found)
     return result
+
+
+def _forked_by_autossh(info: dict, marked: dict[int, tuple[dict, Marker]]) -> bool:
+    """An "autossh" whose parent is a marked autossh is that autossh's ssh between fork and exec:
+    its child, not a second tunnel process (a pass that looked then took it for a duplicate)."""
+    parent = marked.get(info["ppid"])
+    return info["name"] == "autossh" and parent is not None and parent[0]["name"] == "autossh"
 
 
 def _pgid(pid: int) -> int:
