@@ -39,9 +39,9 @@ def rotation(path: Path, number: int) -> Path:
     return path.with_name(f"{path.name}.{number}")
 
 
-def _size(path: Path) -> int | None:
+def _size(path: Path | str) -> int | None:
     try:
-        return path.stat().st_size
+        return os.stat(path).st_size
     except FileNotFoundError:
         return None
 
@@ -49,13 +49,15 @@ def _size(path: Path) -> int | None:
 # --- keeping logs bounded (the worker) ------------------------------------------
 
 
-def rotate(path: Path, max_bytes: int | None = None, keep: int | None = None) -> bool:
-    """Copy-truncate ``path`` once it is over ``max_bytes``; True if it was rotated."""
+def rotate(path: Path | str, max_bytes: int | None = None, keep: int | None = None) -> bool:
+    """Copy-truncate ``path`` once it is over ``max_bytes``; True if it was rotated. (The worker
+    calls it for every running log each second: a log under its limit costs one ``stat``.)"""
     max_bytes = settings.LOG_MAX_BYTES if max_bytes is None else max_bytes
-    keep = settings.LOG_KEEP if keep is None else keep
     size = _size(path)
     if size is None or size <= max_bytes:
         return False
+    path = Path(path)
+    keep = settings.LOG_KEEP if keep is None else keep
     if keep > 0:
         unlink(rotation(path, keep))
         for number in range(keep - 1, 0, -1):

@@ -10,8 +10,6 @@ import subprocess
 import time
 from pathlib import Path
 
-from django.conf import settings
-
 from tunnels import diskspace, hostkeys, logfiles
 from tunnels.agent import AgentError
 from tunnels.diskspace import DISK_FULL
@@ -70,19 +68,15 @@ class Resources:
         if now < self._next_log_check:
             return
         self._next_log_check = now + LOG_CHECK_SECONDS
-        limit, paths = settings.LOG_MAX_BYTES, self._log_files
+        paths = self._log_files
         for key, tracked in self.tracked.items():
             # A path string per tunnel, built once: a pathlib Path per tunnel per second cost more than the stat.
             path = paths.get(key)
             if path is None:
                 path = paths[key] = str(logfiles.path_for(key))
             try:
-                if os.stat(path).st_size <= limit:
-                    continue
-                if logfiles.rotate(Path(path)):
+                if logfiles.rotate(path):
                     tracked.offset = 0
-            except FileNotFoundError:
-                continue
             except OSError as exc:
                 self.disk_trouble(exc, f"could not rotate {Path(path).name}", Path(path))
         if len(paths) > 2 * len(self.tracked) + 64:  # forget the paths of tunnels no longer run here
