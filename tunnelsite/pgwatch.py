@@ -9,8 +9,8 @@ So each request is timed here, in one watchdog thread per web process: a request
 running at its deadline has its database connection's socket shut down. The query it is
 blocked in then fails at once with an OperationalError, which ``tunnelsite.faults`` answers as
 ``503 {"error", "retry_after"}``; the transaction is rolled back by the server when it wakes
-up, so nothing half-done is kept. The deadline is ``REQUEST_LIMIT`` seconds after the request
-arrived (``TUNNELSITE_DB_REQUEST_LIMIT``), or for a ``?wait=N`` request N s plus
+up, so nothing half-done is kept. The deadline is ``settings.DB_REQUEST_LIMIT`` seconds after the
+request arrived (``TUNNELSITE_DB_REQUEST_LIMIT``), or for a ``?wait=N`` request N s plus
 ``WAIT_MARGIN`` (``promise``). SQLite needs none of this: its waits are bounded by ``tunnelsite.dblocks``.
 """
 

@@ -44,7 +44,7 @@ class Health:
         if tracked.healthy:
             exited = getattr(self, "exited", {})  # its ssh exited (the loop): a dropped connection
             if any(pid in exited for pid in tracked.ssh_pids):
-                # (a zombie autossh has not reaped yet is still listed among its children)
+                # (a zombie its autossh has not reaped yet is still listed among the children)
                 tracked.ssh_pids = [pid for pid in processes.children(tracked.pid) or [] if pid not in exited]
             if tracked.connection is None or tuple(sorted(tracked.ssh_pids)) == tracked.connection:
                 return
