@@ -265,11 +265,9 @@ def sync_owner(owner_id: int) -> bool:
     return True
 
 
-def seen(tunnel: Tunnel) -> None:
-    """The tunnel is up: keep what ssh trusted on first use, note when the server's key was last seen."""
-    sync_owner(tunnel.owner_id)
-    host, port = tunnel_target(tunnel)
-    KnownHost.objects.filter(owner_id=tunnel.owner_id, host=host, port=port, state=HostKeyState.TRUSTED).update(
+def touch(owner_id: int, host: str, port: int) -> None:
+    """The owner's trusted key of ``host:port`` was just seen working."""
+    KnownHost.objects.filter(owner_id=owner_id, host=host, port=port, state=HostKeyState.TRUSTED).update(
         last_seen=timezone.now()
     )
 

@@ -247,14 +247,8 @@ class Bookkeeping:
 
     def _touch_key(self, tunnel: Tunnel) -> None:
         """The tunnel authenticated with its key: record it, at most once a minute per key."""
-        if not tunnel.ssh_key_id:
-            return
-        now = time.monotonic()
-        last = self._key_touched.get(tunnel.ssh_key_id)
-        if last is not None and now - last < KEY_TOUCH_SECONDS:
-            return
-        self._key_touched[tunnel.ssh_key_id] = now
-        SshKey.objects.filter(pk=tunnel.ssh_key_id).update(last_used_at=timezone.now())
+        if tunnel.ssh_key_id and self._key_touches.due(tunnel.ssh_key_id):
+            SshKey.objects.filter(pk=tunnel.ssh_key_id).update(last_used_at=timezone.now())
 
     def _keep_failed(self, tunnel: Tunnel, tracked: Tracked | None, reason: str) -> None:
         """A precondition fails: no process, status failed with the reason, and no retries."""

@@ -9,7 +9,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 
-from tunnels import hostkeys, processes, retries
+from tunnels import processes, retries
 from tunnels.models import ExitReason, Status, Tunnel
 from tunnels.validation import split_local
 from tunnels.worker import outage
@@ -105,7 +105,7 @@ class Health:
         if tunnel.status != Status.RUNNING or tunnel.last_error or tunnel.consecutive_failures or tunnel.backoff_until:
             self._update(tunnel, status=Status.RUNNING, last_error="", consecutive_failures=0, backoff_until=None)
         self._touch_key(tunnel)
-        hostkeys.seen(tunnel)  # keep the key ssh trusted on first use
+        self.host_files.seen(tunnel)  # keep the key ssh trusted on first use (tunnels.worker.hostfiles)
         if tracked.master:
             self.login_succeeded(tunnel, tracked)
         verb = "reconnected" if again else "is running"

@@ -7,7 +7,7 @@ import logging
 from django.db.models import F
 from django.utils import timezone
 
-from tunnels import hostkeys, netpolicy, processes
+from tunnels import netpolicy, processes
 from tunnels.agent import AgentError, KeyUnusable
 from tunnels.models import Desired, ExitReason, Status, Tunnel, TunnelSession
 from tunnels.ssh import NoKey, command_for
@@ -40,7 +40,7 @@ class Lifecycle:
     # --- starting, checking, stopping -----------------------------------------
 
     def start(self, tunnel: Tunnel, *, restart: bool = False) -> Tracked | None:
-        hostkeys.sync_owner(tunnel.owner_id)  # the owner's known_hosts, as the database trusts them
+        self.host_files.sync(tunnel.owner_id)  # the owner's known_hosts, as the database trusts them
         login = None
         try:
             # Resolved here, at connect time, and ssh pinned to it: DNS cannot swap the address afterwards.

@@ -41,10 +41,11 @@ from tunnels.models import Desired, Status, Tunnel
 from tunnels.preflight_runner import PreflightRunner
 from tunnels.worker import outage
 from tunnels.worker.acting import Acting, Step
-from tunnels.worker.bookkeeping import Bookkeeping
+from tunnels.worker.bookkeeping import KEY_TOUCH_SECONDS, Bookkeeping
 from tunnels.worker.decide import Action, decide
 from tunnels.worker.exits import ExitEvents, ExitWatch
 from tunnels.worker.health import Health
+from tunnels.worker.hostfiles import Every, HostFiles
 from tunnels.worker.lifecycle import Lifecycle
 from tunnels.worker.logins import Logins
 from tunnels.worker.resources import Resources
@@ -84,7 +85,8 @@ class Reconciler(ExitEvents, Bookkeeping, Acting, Lifecycle, Logins, Stopping, H
         self._started_at = timezone.now()
         # Per-user keys: this node's ssh-agent (tunnels.agent); started when a key is first needed.
         self.agent = Agent(node=self.node)
-        self._key_touched: dict = {}
+        self._key_touches = Every(KEY_TOUCH_SECONDS)
+        self.host_files = HostFiles()  # the owners' known_hosts, synchronised once per pass
         # Connection tests run in their own threads; their keys go through this agent.
         self.preflights = PreflightRunner(self.node, agent=self.agent)
         self._changed_hosts: dict[tuple[int, str, int], str] | None = None  # per pass (tunnels.hostkeys)
@@ -197,6 +199,7 @@ class Reconciler(ExitEvents, Bookkeeping, Acting, Lifecycle, Logins, Stopping, H
 
     def _begin_pass(self) -> None:
         self._changed_hosts = None
+        self.host_files.new_pass()
         self._listening: dict[int, set[int]] | None = None
         self._starts_left = settings.WORKER_START_BATCH
         self._authenticating = self._count_authenticating()
