@@ -1,4 +1,5 @@
-"""The worker's known_hosts cache (tunnels.worker.hostfiles): once per owner and pass, again when ssh appended."""
+"""The worker's known_hosts cache (tunnels.worker.hostfiles): once per owner between full passes, again when ssh
+appended to the file; every change to the pinned keys moves the marker (which makes the next pass a full one)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from django.test.utils import CaptureQueriesContext
 
 from tests.factories import make_tunnel
 from tests.test_hostkeys import KEY, OTHER, OTHER_TYPE, pin
-from tunnels import hostkeys
+from tunnels import hostkeys, services
 from tunnels.models import HostKeyState, KnownHost
 from tunnels.worker import hostfiles
 from tunnels.worker.hostfiles import Every, HostFiles
@@ -22,21 +23,37 @@ def queries(call) -> int:
     return len(seen.captured_queries)
 
 
-def test_an_owner_is_synchronised_once_per_pass(owner):
+def test_an_owner_is_synchronised_once_between_full_passes(owner):
     pin(owner)
     files = HostFiles()
     assert queries(lambda: files.sync(owner.pk)) > 0
-    assert queries(lambda: files.sync(owner.pk)) == 0  # the second start of the pass
-    files.new_pass()
+    assert queries(lambda: files.sync(owner.pk)) == 0  # the next start, in a busy pass
+    files.forget()
     assert queries(lambda: files.sync(owner.pk)) > 0
+
+
+@pytest.mark.parametrize("change", ["pin", "accept", "delete"])
+def test_every_change_to_the_pinned_keys_moves_the_marker(owner, change):
+    row = pin(owner)
+    if change == "accept":
+        KnownHost.objects.filter(pk=row.pk).update(
+            state=HostKeyState.CHANGED, offered_key=OTHER, offered_fingerprint="SHA256:x"
+        )
+        row.refresh_from_db()
+    before = services.marker_value()
+    if change == "pin":
+        hostkeys.create_from_keyscan(owner, f"[127.0.0.1]:2222 {OTHER_TYPE} {OTHER}")
+    else:
+        getattr(hostkeys, change)(row)
+    assert services.marker_value() != before
 
 
 def test_a_change_in_the_database_reaches_the_file_at_the_next_pass(owner):
     row = pin(owner)
     files = HostFiles()
     files.sync(owner.pk)
-    hostkeys.delete(row)  # in the web, between two passes
-    files.new_pass()
+    hostkeys.delete(row)  # in the web, between two passes (the marker moved: a full pass)
+    files.forget()
     files.sync(owner.pk)
     assert "example.org" not in hostkeys.path_for(owner.pk).read_text()
 

@@ -199,3 +199,29 @@ def test_a_worker_error_reaches_last_error_without_server_paths(owner, data_dir)
     assert tunnel.status in (Status.BACKOFF, Status.FAILED)
     assert tunnel.last_error.startswith("worker error: ")
     assert str(data_dir) not in tunnel.last_error and "<data>" in tunnel.last_error
+
+
+def test_a_starting_tunnel_is_looked_at_only_once_it_can_have_moved(owner, data_dir, monkeypatch):
+    # A tunnel started here, checked once, not logged in: only its log growing or its deadline brings it back.
+    from tunnels import logfiles
+    from tunnels.worker import reconciler as module
+    from tunnels.worker.tracked import Tracked
+
+    tunnel = make_tunnel(owner)
+    key = str(tunnel.uuid)
+    log = logfiles.path_for(key)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("=== starting\n")
+    tracked = Tracked(tunnel.pk, 1, None, 1, tunnel.generation, log.stat().st_size, log_whole=True, first_check=100.0)
+    reconciler = Reconciler("node-a")
+    reconciler.tracked[key] = tracked
+    monkeypatch.setattr(module, "autossh_gate_seconds", lambda: 15)
+    assert reconciler._attention(101.0) == set()
+    assert reconciler._attention(115.0) == {tunnel.pk}  # its deadline
+    with open(log, "a") as handle:
+        handle.write('Authenticated to 127.0.0.1 ([127.0.0.1]:22) using "publickey".\n')
+    assert reconciler._attention(101.0) == {tunnel.pk}  # it wrote: read it
+    tracked.offset, tracked.seen = log.stat().st_size, "Authenticated to 127.0.0.1"
+    assert reconciler._attention(101.0) == {tunnel.pk}  # logged in: its forward comes next
+    tracked.seen, tracked.log_whole = "", False
+    assert reconciler._attention(101.0) == {tunnel.pk}  # a log rotated (or adopted): the table decides

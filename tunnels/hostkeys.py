@@ -494,6 +494,7 @@ def create_from_keyscan(owner, text: Any) -> list[KnownHost]:
         with transaction.atomic():
             _refuse_known(owner, entries)
             KnownHost.objects.bulk_create(rows)
+            services.bump_marker()  # the workers write the owner's file again before the next start
     except IntegrityError:
         raise DuplicateHostKey("one of these host keys was added meanwhile; list your known hosts") from None
     return rows

@@ -159,6 +159,10 @@ class Health:
         if not holders:
             return False
         if tunnel.is_forward_local:
+            if tracked.log_whole and not tracked.master and not tracked.logged_in:
+                # ssh binds the forward only after its "Authenticated to" line (LogLevel VERBOSE): until
+                # that line is in the log, no socket table is read for the tunnel.
+                return False
             _, port = split_local(tunnel.local_port)
             # One read of the machine's listening sockets per pass, matched against this ssh's fds only. A
             # socket of ssh's in LISTEN on the port is the forward up: ssh binds it once it has logged in.

@@ -1,11 +1,12 @@
-"""The owners' known_hosts files as the worker keeps them: synchronised once per pass, not once per start.
+"""The owners' known_hosts files as the worker keeps them: synchronised once between full passes.
 
 ``hostkeys.sync_owner`` reads the owner's file, harvests what ssh appended and rewrites the file from
 the database: two queries and a file read. Done for every start and every tunnel coming up, it was
 a third of the worker's busy time in a start-all of 500 tunnels of one owner (py-spy). Here it runs
-at most once per owner and pass, and again only when the file changed since (ssh appended a key it
-trusted on first use): the database side may change between passes (a key accepted or deleted in the
-web), never unseen for longer than one pass.
+once per owner until the next full pass, and again when the file changed meanwhile (ssh appended a
+key it trusted on first use). Every change to the database side (a key pinned, accepted or deleted,
+tunnels.hostkeys) moves the change marker, and a moved marker makes the next pass a full one; the
+resync (a full pass too) also catches a change made some other way.
 """
 
 from __future__ import annotations
@@ -40,27 +41,25 @@ class Every:
 
 class HostFiles:
     def __init__(self) -> None:
-        self._synced: set[int] = set()  # owners synchronised in this pass
-        self._stats: dict[int, Stat] = {}  # the file as the last sync left it
+        self._synced: dict[int, Stat] = {}  # owner -> the file as its last sync left it
         self._touches = Every(TOUCH_SECONDS)
 
-    def new_pass(self) -> None:
+    def forget(self) -> None:
+        """At a full pass: the database may have changed, every owner is synchronised again."""
         self._synced.clear()
 
     def sync(self, owner_id: int) -> None:
         """Before a start: the owner's file says what the database trusts."""
-        if owner_id in self._synced and _stat(owner_id) == self._stats.get(owner_id):
+        if owner_id in self._synced and _stat(owner_id) == self._synced[owner_id]:
             return
         before = _stat(owner_id)  # (an append after this differs from it: harvested at the next look)
         written = hostkeys.sync_owner(owner_id)
-        self._synced.add(owner_id)
-        self._stats[owner_id] = _stat(owner_id) if written else before
+        self._synced[owner_id] = _stat(owner_id) if written else before
 
     def seen(self, tunnel: Tunnel) -> None:
         """The tunnel is up: keep a key ssh appended (trust on first use), note when its server's key was seen."""
         owner_id = tunnel.owner_id
-        if _stat(owner_id) != self._stats.get(owner_id):
-            self._synced.discard(owner_id)
+        if owner_id not in self._synced or _stat(owner_id) != self._synced[owner_id]:
             self.sync(owner_id)
         target = hostkeys.tunnel_target(tunnel)
         if self._touches.due((owner_id, *target)):

@@ -62,6 +62,7 @@ class Lifecycle:
             generation=tunnel.generation,
             offset=offset,
             popen=popen,
+            log_whole=True,
         )
         if login is not None:
             self.master_spawned(tracked, login.attempt, tunnel)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import time
 
 from django.conf import settings
@@ -39,6 +40,7 @@ from tunnels import processes, services
 from tunnels.agent import Agent
 from tunnels.models import Desired, Status, Tunnel
 from tunnels.preflight_runner import PreflightRunner
+from tunnels.ssh import autossh_gate_seconds
 from tunnels.worker import outage
 from tunnels.worker.acting import Acting, Step
 from tunnels.worker.bookkeeping import KEY_TOUCH_SECONDS, Bookkeeping
@@ -86,10 +88,10 @@ class Reconciler(ExitEvents, Bookkeeping, Acting, Lifecycle, Logins, Stopping, H
         # Per-user keys: this node's ssh-agent (tunnels.agent); started when a key is first needed.
         self.agent = Agent(node=self.node)
         self._key_touches = Every(KEY_TOUCH_SECONDS)
-        self.host_files = HostFiles()  # the owners' known_hosts, synchronised once per pass
+        self.host_files = HostFiles()  # the owners' known_hosts, synchronised once per full pass
         # Connection tests run in their own threads; their keys go through this agent.
         self.preflights = PreflightRunner(self.node, agent=self.agent)
-        self._changed_hosts: dict[tuple[int, str, int], str] | None = None  # per pass (tunnels.hostkeys)
+        self._changed_hosts: dict[tuple[int, str, int], str] | None = None  # per full pass (tunnels.hostkeys)
         # Attention between passes: starts waiting for a slot (pk → counts as a restart), back-offs (pk → when).
         self._queued: dict[int, bool] = {}
         self._due: dict[int, float] = {}
@@ -162,6 +164,10 @@ class Reconciler(ExitEvents, Bookkeeping, Acting, Lifecycle, Logins, Stopping, H
 
     def full_pass(self, *, read_logs: bool = True, sync_keys: bool = False) -> None:
         self._begin_pass()
+        # Host keys change in the web through paths that move the marker (tunnels.hostkeys): what the
+        # busy passes in between know of them is read again here.
+        self._changed_hosts = None
+        self.host_files.forget()
         try:
             live = self._live_nodes()
             found = self.scanner.scan()
@@ -198,8 +204,6 @@ class Reconciler(ExitEvents, Bookkeeping, Acting, Lifecycle, Logins, Stopping, H
             self._end_pass()
 
     def _begin_pass(self) -> None:
-        self._changed_hosts = None
-        self.host_files.new_pass()
         self._listening: dict[int, set[int]] | None = None
         self._starts_left = settings.WORKER_START_BATCH
         self._authenticating = self._count_authenticating()
@@ -221,7 +225,7 @@ class Reconciler(ExitEvents, Bookkeeping, Acting, Lifecycle, Logins, Stopping, H
 
     def _attention(self, now: float) -> set[int]:
         # (a login waiting for a person's answer needs no look: its ssh is blocked on the question)
-        ids = {tr.tunnel_id for tr in self.tracked.values() if not tr.healthy and not tr.waiting_for_answer}
+        ids = {tr.tunnel_id for key, tr in self.tracked.items() if not tr.healthy and self._may_move(key, tr, now)}
         if self.exited:  # an autossh or one of its ssh exited (tunnels.worker.exits)
             ids.update(tr.tunnel_id for tr in self.tracked.values() if not self.exited.keys().isdisjoint(tr.watched()))
         ids.update(pk for pk, when in self._due.items() if when <= now)
@@ -229,6 +233,26 @@ class Reconciler(ExitEvents, Bookkeeping, Acting, Lifecycle, Logins, Stopping, H
             free = min(settings.WORKER_START_BATCH, settings.WORKER_MAX_STARTUPS - self._count_authenticating())
             ids.update(itertools.islice(self._queued, max(0, free)))
         return ids
+
+    def _may_move(self, key: str, tracked: Tracked, now: float) -> bool:
+        """Whether a starting tunnel can have moved on since its last check, told without the database.
+
+        Until ssh has logged in (its "Authenticated to" line), a tunnel started here only moves by
+        writing to its log (a failure, the login), by exiting (an event of its own) or by its deadline
+        passing; a tunnel waiting for that costs one stat per pass, not a row, a log read and a decision.
+        """
+        if tracked.waiting_for_answer:
+            return False
+        if tracked.first_check is None or tracked.logged_in or not tracked.log_whole:
+            return True
+        if tracked.master or tracked.reconnecting is not None:
+            return True
+        if now - tracked.first_check >= autossh_gate_seconds():
+            return True
+        try:
+            return os.stat(self.log_file(key)).st_size != tracked.offset
+        except OSError:
+            return True
 
     def _schedule(self, tunnel: Tunnel) -> None:
         """After a tunnel's turn: remember a back-off to come back to, forget a start it no longer waits for."""

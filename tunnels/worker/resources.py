@@ -59,6 +59,7 @@ class Resources:
             return
         for path in emptied & running.keys():
             running[path].offset = 0  # read what the process writes from now on
+            running[path].log_whole = False
 
     def _tend(self) -> None:
         """Every ``LOG_CHECK_SECONDS``, not only at the resync (and without the database): hold each
@@ -70,13 +71,11 @@ class Resources:
         self._next_log_check = now + LOG_CHECK_SECONDS
         paths = self._log_files
         for key, tracked in self.tracked.items():
-            # A path string per tunnel, built once: a pathlib Path per tunnel per second cost more than the stat.
-            path = paths.get(key)
-            if path is None:
-                path = paths[key] = str(logfiles.path_for(key))
+            path = self.log_file(key)
             try:
                 if logfiles.rotate(path):
                     tracked.offset = 0
+                    tracked.log_whole = False
             except OSError as exc:
                 self.disk_trouble(exc, f"could not rotate {Path(path).name}", Path(path))
         if len(paths) > 2 * len(self.tracked) + 64:  # forget the paths of tunnels no longer run here
@@ -86,6 +85,13 @@ class Resources:
         full = diskspace.is_full()
         if full is not None:
             self.node_problem(DISK_FULL, full)
+
+    def log_file(self, key: str) -> str:
+        """The log of tunnel ``key`` as a string, built once (a Path per tunnel per look cost more than a stat)."""
+        path = self._log_files.get(key)
+        if path is None:
+            path = self._log_files[key] = str(logfiles.path_for(key))
+        return path
 
     def disk_trouble(self, exc: OSError, what: str, log: Path | None = None) -> None:
         """A write in the data dir failed. A full disk is the node's problem (WorkerNode.error); a log
@@ -102,7 +108,7 @@ class Resources:
     # --- host keys (tunnels.hostkeys) -----------------------------------------
 
     def _host_key_block(self, tunnel: Tunnel, wanted: bool) -> str | None:
-        """The error keeping ``tunnel`` down while its server's key changed (one query per pass, if any)."""
+        """The error keeping ``tunnel`` down while its server's key changed (one query per full pass, if any)."""
         if not wanted:
             return None
         if self._changed_hosts is None:

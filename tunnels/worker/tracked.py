@@ -34,6 +34,9 @@ class Tracked:
     authenticated_at: float | None = None
     ssh_pids: list[int] = field(default_factory=list)
     seen: str = ""  # log text of the current connection, for the -R "Authenticated to" check
+    # Its log has been read from the process's first line on (started here, never rotated since): a line
+    # it did not write yet is really not written.
+    log_whole: bool = False
     connection: tuple[int, ...] | None = None  # the ssh pids of the connection last seen working
     reconnecting: float | None = None  # when a drop of a working connection was noticed (monotonic)
     server_back: float | None = None  # when the server of a reconnecting tunnel first answered again
@@ -54,7 +57,11 @@ class Tracked:
 
         A login waiting for a person's answer does not count: it may wait minutes, and must not hold
         up the starts of other tunnels."""
-        return not self.healthy and AUTHENTICATED not in self.seen and not self.waiting_for_answer
+        return not self.healthy and not self.logged_in and not self.waiting_for_answer
+
+    @property
+    def logged_in(self) -> bool:
+        return AUTHENTICATED in self.seen
 
     @property
     def waiting_for_answer(self) -> bool:
