@@ -204,7 +204,7 @@ def test_a_worker_error_reaches_last_error_without_server_paths(owner, data_dir)
 def test_a_starting_tunnel_is_looked_at_only_once_it_can_have_moved(owner, data_dir, monkeypatch):
     # A tunnel started here, checked once, not logged in: only its log growing or its deadline brings it back.
     from tunnels import logfiles
-    from tunnels.worker import reconciler as module
+    from tunnels.worker import attention as module
     from tunnels.worker.tracked import Tracked
 
     tunnel = make_tunnel(owner)

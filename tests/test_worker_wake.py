@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -158,3 +159,28 @@ def test_a_lost_peer_s_tunnels_run_on_the_survivor_within_the_lease(worker_facto
     assert twice == []
     for tunnel in tunnels:
         assert wait_fetch(int(tunnel.local_port), target_server.greeting)
+
+
+def test_the_worker_raises_its_open_files_limit_for_a_pidfd_per_process():
+    # In a child: the test process keeps its own limits. Started with 1024/4096, as a login shell has.
+    code = (
+        "import resource, django; django.setup()\n"
+        "from tunnels.worker.loop import raise_open_files_limit\n"
+        "print(raise_open_files_limit(), *resource.getrlimit(resource.RLIMIT_NOFILE))\n"
+    )
+
+    def limited():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 4096))
+
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, preexec_fn=limited, check=True, timeout=60
+    ).stdout.split()
+    expected = 65536 if _may_raise_hard_limits() else 4096
+    assert [int(x) for x in out] == [expected, expected, expected]
+
+
+def _may_raise_hard_limits() -> bool:
+    """CAP_SYS_RESOURCE (bit 24) in the effective set: root has it, except in some containers (this one)."""
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith("CapEff:"))
+    return bool(int(line.split()[1], 16) >> 24 & 1)

@@ -34,6 +34,9 @@ FDS_PER_TUNNEL = 2
 # the loop in database trouble, whose passes still spawn before they write.
 PASS_LOCK_WAIT = 1.0
 FDS_WANTED = 4096
+# Where the worker may (as root), the hard limit goes this far: two pidfds for each of 32,000 tunnels,
+# beyond the machine's other limits (pid_max 32,768 by default, the local port range).
+FDS_ROOM = 65536
 
 
 class Loop:
@@ -149,10 +152,18 @@ class Loop:
 
 
 def raise_open_files_limit() -> int:
-    """A pidfd per tunnel process: raise the soft open-files limit to the hard one; returns the limit."""
+    """A pidfd per tunnel process: raise the soft open-files limit to the hard one (and the hard one
+    to ``FDS_ROOM`` where allowed); returns the limit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY:
         hard = _nr_open()
+    room = min(FDS_ROOM, _nr_open())
+    if hard < room:
+        try:  # needs CAP_SYS_RESOURCE: a root worker; others keep the hard limit they were given
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, room))
+            hard = room
+        except (ValueError, OSError):
+            pass
     if soft != resource.RLIM_INFINITY and soft < hard:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))

@@ -6,9 +6,9 @@ control master per interactive tunnel, whose login is answered by a person (tunn
 ``Reconciler(node).reconcile_once()`` is one pass, of one of three kinds:
 
 * idle (nothing needs attention): a heartbeat and one read of the change marker;
-* busy: only the tunnels that need attention — starting ones (checked), exited
-  ones, back-offs that are due and queued starts — read by primary key, with
-  no process scan;
+* busy: only the tunnels that need attention (tunnels.worker.attention) — starting
+  ones that can have moved on, exited ones, back-offs that are due and queued
+  starts — read by primary key, with no process scan;
 * full, when the marker moved, at the resync or when a peer's lease runs
   out: one process scan and one query for every tunnel this node runs or may claim.
 
@@ -16,8 +16,8 @@ Per tunnel the pass builds a ``View`` (tunnels.worker.acting), asks
 ``decide`` (tunnels.worker.decide) for the next step and carries it out.
 Starts are bounded per pass (``WORKER_START_BATCH``) and by the tunnels still
 authenticating (``WORKER_MAX_STARTUPS``); the rest are queued for the next
-passes, so starting and checking overlap. ``next_due()`` tells the loop when
-the next pass is wanted.
+passes, so starting and checking overlap. ``next_due()`` (tunnels.worker.attention)
+tells the loop when the next pass is wanted.
 
 Only this package (through ``tunnels.processes``) starts or stops processes.
 Observed state is written with ``filter(pk=..., node=me).update(...)``: a
@@ -26,9 +26,7 @@ row count of 0 means another node took the tunnel, and our copy is stopped.
 
 from __future__ import annotations
 
-import itertools
 import logging
-import os
 import time
 
 from django.conf import settings
@@ -40,9 +38,9 @@ from tunnels import processes, services
 from tunnels.agent import Agent
 from tunnels.models import Desired, Status, Tunnel
 from tunnels.preflight_runner import PreflightRunner
-from tunnels.ssh import autossh_gate_seconds
 from tunnels.worker import outage
 from tunnels.worker.acting import Acting, Step
+from tunnels.worker.attention import Attention
 from tunnels.worker.bookkeeping import KEY_TOUCH_SECONDS, Bookkeeping
 from tunnels.worker.decide import Action, decide
 from tunnels.worker.exits import ExitEvents, ExitWatch
@@ -56,8 +54,6 @@ from tunnels.worker.tracked import Tracked
 
 logger = logging.getLogger("tunnelsite.worker")
 
-# A starting tunnel is checked this often ("running" shows up within this of the forward working).
-CHECK_INTERVAL = 0.05
 # A peer's tunnels are claimable once its lease ran out; look just after that.
 LEASE_MARGIN = 0.05
 # Decisions per tunnel and pass: the longest chain is claim, adopt, stop strays, reap, disable, settle.
@@ -72,7 +68,7 @@ AT_REST = Q(status=Status.STOPPED) | Q(
 )
 
 
-class Reconciler(ExitEvents, Bookkeeping, Acting, Lifecycle, Logins, Stopping, Health, Resources):
+class Reconciler(Attention, ExitEvents, Bookkeeping, Acting, Lifecycle, Logins, Stopping, Health, Resources):
     def __init__(self, node: str | None = None, *, reap_orphans: bool = False) -> None:
         self.node = node or settings.NODE_NAME
         self.reap_orphans = reap_orphans
@@ -142,26 +138,6 @@ class Reconciler(ExitEvents, Bookkeeping, Acting, Lifecycle, Logins, Stopping, H
         except Exception:  # connection tests must never stop the tunnels
             logger.exception("connection tests: unexpected error")
 
-    @property
-    def busy(self) -> bool:
-        """A tunnel is starting or waits for a start slot: worth looking again sooner than the interval."""
-        return bool(self._queued) or any(not tr.healthy for tr in self.tracked.values())
-
-    def next_due(self) -> float | None:
-        """The monotonic time the next pass is wanted: a starting tunnel's next check, a queued start,
-        a back-off's expiry, a peer's lease expiry, the heartbeat, the resync. (Events — the marker, an exit —
-        may come sooner.)"""
-        times = [self._next_resync, self._next_heartbeat]
-        if self.preflights.wants_pass:
-            times.append(time.monotonic())
-        if self._peer_expiry is not None:
-            times.append(self._peer_expiry)
-        if self._due:
-            times.append(min(self._due.values()))
-        if self.busy:
-            times.append(self._last_pass + CHECK_INTERVAL)
-        return min(times)
-
     def full_pass(self, *, read_logs: bool = True, sync_keys: bool = False) -> None:
         self._begin_pass()
         # Host keys change in the web through paths that move the marker (tunnels.hostkeys): what the
@@ -220,57 +196,6 @@ class Reconciler(ExitEvents, Bookkeeping, Acting, Lifecycle, Logins, Stopping, H
         if self._listening is None:
             self._listening = processes.listening_sockets()
         return self._listening
-
-    # --- what needs attention -------------------------------------------------
-
-    def _attention(self, now: float) -> set[int]:
-        # (a login waiting for a person's answer needs no look: its ssh is blocked on the question)
-        ids = {tr.tunnel_id for key, tr in self.tracked.items() if not tr.healthy and self._may_move(key, tr, now)}
-        if self.exited:  # an autossh or one of its ssh exited (tunnels.worker.exits)
-            ids.update(tr.tunnel_id for tr in self.tracked.values() if not self.exited.keys().isdisjoint(tr.watched()))
-        ids.update(pk for pk, when in self._due.items() if when <= now)
-        if self._queued:  # the first in the queue, as many as may start now
-            free = min(settings.WORKER_START_BATCH, settings.WORKER_MAX_STARTUPS - self._count_authenticating())
-            ids.update(itertools.islice(self._queued, max(0, free)))
-        return ids
-
-    def _may_move(self, key: str, tracked: Tracked, now: float) -> bool:
-        """Whether a starting tunnel can have moved on since its last check, told without the database.
-
-        Until ssh has logged in (its "Authenticated to" line), a tunnel started here only moves by
-        writing to its log (a failure, the login), by exiting (an event of its own) or by its deadline
-        passing; a tunnel waiting for that costs one stat per pass, not a row, a log read and a decision.
-        """
-        if tracked.waiting_for_answer:
-            return False
-        if tracked.first_check is None or tracked.logged_in or not tracked.log_whole:
-            return True
-        if tracked.master or tracked.reconnecting is not None:
-            return True
-        if now - tracked.first_check >= autossh_gate_seconds():
-            return True
-        try:
-            return os.stat(self.log_file(key)).st_size != tracked.offset
-        except OSError:
-            return True
-
-    def _schedule(self, tunnel: Tunnel) -> None:
-        """After a tunnel's turn: remember a back-off to come back to, forget a start it no longer waits for."""
-        key = str(tunnel.uuid)
-        waiting = tunnel.desired_state == Desired.RUNNING and key not in self.tracked and tunnel.node == self.node
-        if waiting and tunnel.backoff_until:
-            remaining = (tunnel.backoff_until - timezone.now()).total_seconds()
-            self._due[tunnel.pk] = self.retry_at(tunnel, time.monotonic() + max(0.0, remaining))
-        else:
-            self._due.pop(tunnel.pk, None)
-        if not waiting:
-            self._queued.pop(tunnel.pk, None)
-
-    def _forget_attention(self, seen: set[int], among: set[int] | None = None) -> None:
-        """Queued starts and back-offs of tunnels the pass did not get (deleted, or not ours)."""
-        for pending in (self._queued, self._due):
-            for pk in [pk for pk in pending if pk not in seen and (among is None or pk in among)]:
-                del pending[pk]
 
     def _live_nodes(self) -> set[str]:
         """Nodes with a lease (services' rule), and when the first peer's lease runs out."""
