@@ -225,3 +225,21 @@ def test_a_starting_tunnel_is_looked_at_only_once_it_can_have_moved(owner, data_
     assert reconciler._attention(101.0) == {tunnel.pk}  # logged in: its forward comes next
     tracked.seen, tracked.log_whole = "", False
     assert reconciler._attention(101.0) == {tunnel.pk}  # a log rotated (or adopted): the table decides
+
+
+def test_the_tracked_table_knows_which_processes_are_not_up_without_looking_at_all():
+    from tunnels.worker.tracked import Tracked, TrackedTable
+
+    table = TrackedTable()
+    for n in range(3):
+        table[f"t{n}"] = Tracked(n, 100 + n, None, 100 + n, 1, 0)
+    assert sorted(key for key, _ in table.unsettled()) == ["t0", "t1", "t2"]
+    table["t0"].healthy = True
+    table.pop("t1")
+    assert [key for key, _ in table.unsettled()] == ["t2"]
+    table["t0"].healthy = False  # its connection dropped
+    table.unsettle("t0")
+    assert sorted(key for key, _ in table.unsettled()) == ["t0", "t2"]
+    table["t2"] = Tracked(2, 200, None, 200, 1, 0)  # restarted: a new process under the same key
+    table["t2"].healthy = True
+    assert [key for key, _ in table.unsettled()] == ["t0"]

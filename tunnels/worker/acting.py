@@ -214,7 +214,7 @@ class Acting:
         return self._authenticating < settings.WORKER_MAX_STARTUPS
 
     def _count_authenticating(self) -> int:
-        return sum(1 for tracked in self.tracked.values() if tracked.authenticating)
+        return sum(1 for _, tracked in self.tracked.unsettled() if tracked.authenticating)
 
 
 def _deadline_passed(tracked: Tracked | None, limit: float) -> bool:

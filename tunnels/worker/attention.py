@@ -24,7 +24,7 @@ class Attention:
     @property
     def busy(self) -> bool:
         """A tunnel is starting or waits for a start slot: worth looking again sooner than the interval."""
-        return bool(self._queued) or any(not tr.healthy for tr in self.tracked.values())
+        return bool(self._queued) or bool(self.tracked.unsettled())
 
     def next_due(self) -> float | None:
         """The monotonic time the next pass is wanted: a starting tunnel's next check, a queued start,
@@ -43,7 +43,7 @@ class Attention:
 
     def _attention(self, now: float) -> set[int]:
         # (a login waiting for a person's answer needs no look: its ssh is blocked on the question)
-        ids = {tr.tunnel_id for key, tr in self.tracked.items() if not tr.healthy and self._may_move(key, tr, now)}
+        ids = {tr.tunnel_id for key, tr in self.tracked.unsettled() if self._may_move(key, tr, now)}
         if self.exited:  # an autossh or one of its ssh exited (tunnels.worker.exits)
             ids.update(tr.tunnel_id for tr in self.tracked.values() if not self.exited.keys().isdisjoint(tr.watched()))
         ids.update(pk for pk, when in self._due.items() if when <= now)

@@ -86,6 +86,7 @@ class Health:
     def _connection_dropped(self, key: str, tracked: Tracked) -> None:
         """The ssh child of a working tunnel changed or exited: its connection dropped."""
         tracked.healthy = False
+        self.tracked.unsettle(key)
         tracked.connection = None
         tracked.seen = ""  # evidence from here on is about the next connection
         tracked.authenticated_at = None

@@ -50,7 +50,7 @@ from tunnels.worker.lifecycle import Lifecycle
 from tunnels.worker.logins import Logins
 from tunnels.worker.resources import Resources
 from tunnels.worker.stopping import PendingStop, Stopping
-from tunnels.worker.tracked import Tracked
+from tunnels.worker.tracked import TrackedTable
 
 logger = logging.getLogger("tunnelsite.worker")
 
@@ -73,7 +73,7 @@ class Reconciler(Attention, ExitEvents, Bookkeeping, Acting, Lifecycle, Logins, 
         self.node = node or settings.NODE_NAME
         self.reap_orphans = reap_orphans
         self.scanner = processes.Scanner()
-        self.tracked: dict[str, Tracked] = {}
+        self.tracked = TrackedTable()  # uuid -> Tracked
         self.exits = ExitWatch()  # pidfds of the processes it runs (tunnels.worker.exits)
         self._marker: int | None = None
         self.check_marker = True  # the loop clears it between notifications (tunnels.worker.wake)

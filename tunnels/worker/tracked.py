@@ -78,3 +78,35 @@ class Tracked:
 
     def pids(self) -> list[tuple[int, float | None]]:
         return [(self.pid, self.create_time), *((pid, None) for pid in self.ssh_pids)]
+
+
+class TrackedTable(dict):
+    """The processes a node runs, by tunnel uuid, and which of them may not be up yet.
+
+    A busy pass and the loop's every wake-up ask for the ones not up; with a thousand running, a look
+    at every one of them cost more than the rest of the pass. A tunnel joins the unsettled set when it
+    is tracked (started or adopted, not yet up) and when its connection drops (``unsettle``); it
+    leaves once it is up or gone.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._unsettled: set[str] = set()
+
+    def __setitem__(self, key: str, tracked: Tracked) -> None:
+        super().__setitem__(key, tracked)
+        self._unsettled.add(key)
+
+    def unsettle(self, key: str) -> None:
+        self._unsettled.add(key)
+
+    def unsettled(self) -> list[tuple[str, Tracked]]:
+        """The tracked processes not up yet."""
+        found = []
+        for key in list(self._unsettled):
+            tracked = self.get(key)
+            if tracked is None or tracked.healthy:
+                self._unsettled.discard(key)
+            else:
+                found.append((key, tracked))
+        return found
