@@ -208,6 +208,35 @@ def tunnel_memory(sample: int = 50) -> tuple[float, float]:
     return statistics.mean(uss) / 2**20, statistics.mean(rss) / 2**20
 
 
+class MachineCpu:
+    """The whole machine's CPU over a phase: busy CPU-seconds and the share of the cores they took."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        self._psutil = psutil
+        self.start = psutil.cpu_times()
+        self.began = time.monotonic()
+        self.own_start = sum(psutil.Process().cpu_times()[:2])
+
+    def stop(self) -> None:
+        end = self._psutil.cpu_times()
+        self.own = sum(self._psutil.Process().cpu_times()[:2]) - self.own_start  # this script's polling
+        self.wall = time.monotonic() - self.began
+        spent = {name: getattr(end, name) - getattr(self.start, name) for name in end._fields}
+        idle = spent["idle"] + spent.get("iowait", 0.0)
+        self.steal = spent.get("steal", 0.0)  # taken by the hypervisor: this VM's neighbours
+        guest = spent.get("guest", 0.0) + spent.get("guest_nice", 0.0)  # (already counted in user)
+        self.busy = sum(spent.values()) - idle - self.steal - guest
+        self.share = self.busy / max(1e-9, self.busy + idle + self.steal)
+
+    def __str__(self) -> str:
+        return (
+            f"{self.busy:.1f} CPU-s ({self.share * 100:.0f} % of {os.cpu_count()} cores, "
+            f"bench {self.own:.1f} s, steal {self.steal:.1f} s)"
+        )
+
+
 def one_size(n: int, ctx: Context) -> None:
     import psutil
 
@@ -222,11 +251,14 @@ def one_size(n: int, ctx: Context) -> None:
     try:
         worker.settle()
         rss_before = psutil.Process(worker.proc.pid).memory_info().rss
-        floor_s = None
+        floor_s = floor_busy = None
         if not ctx.standin:
+            floor_busy = MachineCpu()
             floor_s, said = floor(ctx.server, floor_ports, ctx.target, ctx.tmp, ctx.timeout)
+            floor_busy.stop()
             out.add("floor: bare ssh -N -L at once → traffic", said)
         cpu0 = worker.cpu_seconds()
+        busy = MachineCpu()
         from tunnels import services
         from tunnels.models import Tunnel
 
@@ -234,6 +266,7 @@ def one_size(n: int, ctx: Context) -> None:
         services.start_all(Tunnel.objects.filter(owner=owner))
         up = wait_up(owner, ports_of, began, ctx.check, ctx.timeout)
         cpu = worker.cpu_seconds() - cpu0
+        busy.stop()
         if len(up.done) == n:
             total = max(up.done.values())
             ratio = f"   ratio {total / floor_s:.2f} (goal <= 1.15)" if floor_s else ""
@@ -243,6 +276,8 @@ def one_size(n: int, ctx: Context) -> None:
         first = f"{up.first_running:.2f} s" if up.first_running is not None else "none"
         out.add("first tunnel running after the request", f"{first} (goal < 1 s)")
         out.add("worker CPU per started tunnel", f"{cpu / n * 1000:.1f} ms ({cpu:.1f} s over start-all)")
+        phases = ([f"floor {floor_busy}"] if floor_busy else []) + [f"start-all {busy}"]
+        out.add("machine CPU (all processes), busy", ";  ".join(phases))
         time.sleep(2)
         proc = psutil.Process(worker.proc.pid)
         proc.cpu_percent(None)

@@ -227,19 +227,34 @@ class Up:
 
 def wait_up(owner, ports: dict[int, int], began: float, check, timeout: float) -> Up:
     """Poll until every tunnel of ``owner`` is ``running`` and ``check(port)`` passes (or ``timeout``)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
     from tunnels.models import Status, Tunnel
 
     done: dict[int, float] = {}
     troubled: set[int] = set()
+    running: set[int] = set()  # seen running, not carrying traffic yet
     first = None
+    since = None
+    # Only the rows that changed since the last look (and the running ones not through yet): a query of
+    # every tunnel every 20 ms was a quarter of this machine's CPU over a start-all of 1,000 beside the
+    # floor's cheap connect attempts.
+    watched = (Status.RUNNING, Status.FAILED, Status.BACKOFF)
     while len(done) < len(ports) and time.monotonic() - began < timeout:
-        rows = Tunnel.objects.filter(owner=owner).exclude(status=Status.STOPPED).values_list("pk", "status")
-        fresh = False
-        for pk, status in rows:
-            if status in (Status.FAILED, Status.BACKOFF):
+        rows = Tunnel.objects.filter(owner=owner, status__in=watched)
+        if since is not None:
+            rows = rows.filter(status_changed_at__gte=since)
+        since = timezone.now() - timedelta(seconds=1)  # rows written up to a second before the look
+        for pk, status in rows.values_list("pk", "status"):
+            if status == Status.RUNNING:
+                running.add(pk)
+            else:
                 troubled.add(pk)
-            if status != Status.RUNNING or pk in done:
-                continue
+                running.discard(pk)
+        fresh = False
+        for pk in list(running - done.keys()):
             if first is None:
                 first = time.monotonic() - began
             if check(ports[pk]):
