@@ -13,9 +13,13 @@ from tunnels.models import Desired, Tunnel
 from tunnels.ssh import autossh_gate_seconds
 from tunnels.worker.tracked import Tracked
 
-# A starting tunnel is looked at this often ("running" shows up within this of the forward working);
-# one that cannot have moved costs a stat (``_may_move``).
-CHECK_INTERVAL = 0.02
+# Starting tunnels are looked at every CHECK_MIN s when one starts ("running" shows up within that of
+# its forward working), less often as more start at once, up to CHECK_MAX: each busy pass costs a query
+# and a few lookups whatever it finds, and with many starting a pass finds more (a tunnel that cannot
+# have moved costs a stat, ``_may_move``).
+CHECK_MIN = 0.02
+CHECK_MAX = 0.05
+CHECK_PER_TUNNEL = 0.003
 
 
 class Attention:
@@ -37,8 +41,11 @@ class Attention:
             times.append(self._peer_expiry)
         if self._due:
             times.append(min(self._due.values()))
-        if self.busy:
-            times.append(self._last_pass + CHECK_INTERVAL)
+        if self._queued:
+            times.append(self._last_pass + CHECK_MAX)
+        starting = len(self.tracked.unsettled())
+        if starting:
+            times.append(self._last_pass + min(CHECK_MAX, CHECK_MIN + CHECK_PER_TUNNEL * (starting - 1)))
         return min(times)
 
     def _attention(self, now: float) -> set[int]:
