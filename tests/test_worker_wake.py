@@ -96,6 +96,23 @@ def test_exit_watch_without_pidfds_polls_and_is_still_right():
     watch.close()
 
 
+def test_exit_watch_keeps_descriptors_for_the_rest_and_polls_beyond_its_room():
+    watch = ExitWatch()
+    watch.max_fds = 1  # as if the open-files limit less the reserve were one descriptor
+    first = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    second = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"], start_new_session=True)
+    try:
+        watch.watch(first.pid, first)
+        watch.watch(second.pid, second)
+        assert len(watch) == 2 and watch.polling  # one pidfd, one polled
+        wait_for(lambda: watch.collect() or watch.exited, timeout=10, message="exit found by polling")
+        assert describe_exit(watch.exited[second.pid]) == "exit status 3"
+    finally:
+        first.kill()
+        first.wait()
+        watch.close()
+
+
 def test_orphans_are_reaped_but_not_the_children_someone_else_waits_for():
     processes.become_subreaper()
     try:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import resource
 import selectors
 import subprocess
 
@@ -27,6 +28,9 @@ from tunnels.worker.tracked import Tracked
 logger = logging.getLogger("tunnelsite.worker")
 
 POLL_SECONDS = 1.0  # without pidfds: how often watched pids are checked
+# Descriptors left for everything else (logs, /proc, the database, sockets): beyond the open-files limit
+# less this, watched pids are polled instead of taking the last descriptors the worker needs to run.
+FDS_RESERVED = 512
 
 
 def pidfd_supported() -> bool:
@@ -56,6 +60,7 @@ class ExitWatch:
         self._fds: dict[int, int] = {}  # pid -> pidfd
         self._polled: dict[int, float | None] = {}  # pid -> create time, when no pidfd could be had
         self._popens: dict[int, subprocess.Popen] = {}
+        self.max_fds = _pidfd_room()
         self._ssh: dict[int, set[int]] = {}  # autossh pid -> its ssh children being watched
         self._warned = False
 
@@ -78,7 +83,9 @@ class ExitWatch:
             return
         if popen is not None:
             self._popens[pid] = popen
-        if self.use_pidfd:
+        if self.use_pidfd and len(self._fds) >= self.max_fds:
+            self._warn(OSError(errno.EMFILE, f"{len(self._fds)} pidfds: the open-files limit less {FDS_RESERVED}"))
+        elif self.use_pidfd:
             try:
                 fd = os.pidfd_open(pid)
             except ProcessLookupError:  # gone (and reaped) already
@@ -222,3 +229,11 @@ class ExitEvents:
     def exits_handled(self) -> None:
         """The pass has seen every recorded exit."""
         self.exits.exited.clear()
+
+
+def _pidfd_room() -> int:
+    """How many pidfds the worker may hold: its open-files limit (read once, after the loop raised it)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 1 << 30
+    return max(0, soft - FDS_RESERVED)
