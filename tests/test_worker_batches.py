@@ -16,6 +16,7 @@ from tests.worker_fixtures import kill_tunnel_processes, sshd_tunnel_data, wait_
 from tunnels import processes, services
 from tunnels.models import ExitReason, Status, Tunnel, TunnelSession
 from tunnels.reconciler import Reconciler
+from tunnels.worker.attention import CHECK_MAX
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -58,7 +59,8 @@ def test_a_pass_starts_at_most_the_batch_and_queues_the_rest(reconciler, staff, 
     reconciler.reconcile_once(full=True)
 
     assert len(reconciler.tracked) == 2
-    assert len(reconciler._queued) == 3 and reconciler.busy
+    assert len(reconciler._queued) == 3
+    assert reconciler.next_due() <= reconciler._last_pass + CHECK_MAX  # looked at again within the interval
     assert Tunnel.objects.filter(pk__in=[t.pk for t in tunnels], status=Status.STARTING).count() == 2
 
     reconciler.reconcile_once()  # a busy pass: checks the two, starts two more

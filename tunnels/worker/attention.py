@@ -25,11 +25,6 @@ CHECK_PER_TUNNEL = 0.003
 class Attention:
     """Reconciler mixin: queued starts, back-offs that come due, starting tunnels that can have moved."""
 
-    @property
-    def busy(self) -> bool:
-        """A tunnel is starting or waits for a start slot: worth looking again sooner than the interval."""
-        return bool(self._queued) or bool(self.tracked.unsettled())
-
     def next_due(self) -> float | None:
         """The monotonic time the next pass is wanted: a starting tunnel's next check, a queued start,
         a back-off's expiry, a peer's lease expiry, the heartbeat, the resync. (Events — the marker, an exit —

@@ -59,8 +59,7 @@ class HostFiles:
     def seen(self, tunnel: Tunnel) -> None:
         """The tunnel is up: keep a key ssh appended (trust on first use), note when its server's key was seen."""
         owner_id = tunnel.owner_id
-        if owner_id not in self._synced or _stat(owner_id) != self._synced[owner_id]:
-            self.sync(owner_id)
+        self.sync(owner_id)  # (one stat when ssh appended nothing since)
         target = hostkeys.tunnel_target(tunnel)
         if self._touches.due((owner_id, *target)):
             hostkeys.touch(owner_id, *target)

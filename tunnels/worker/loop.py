@@ -20,7 +20,7 @@ from django.db import close_old_connections
 
 from tunnels import processes
 from tunnels.ssh import askpass
-from tunnels.worker.exits import POLL_SECONDS
+from tunnels.worker.exits import FDS_RESERVED, POLL_SECONDS
 from tunnels.worker.reconciler import Reconciler
 from tunnels.worker.trouble import Trouble
 from tunnels.worker.wake import Wake, Woken
@@ -174,7 +174,7 @@ def raise_open_files_limit() -> int:
         logger.warning(
             "open-files limit %d: beyond about %d tunnels, exits are found by polling (raise LimitNOFILE / ulimit -n)",
             soft,
-            max(0, soft - 256) // FDS_PER_TUNNEL,
+            max(0, soft - FDS_RESERVED) // FDS_PER_TUNNEL,
         )
     return soft
 
